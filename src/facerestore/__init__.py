@@ -1,0 +1,1 @@
+"""facerestore: self-hosted AI face restoration."""

@@ -1,0 +1,104 @@
+"""Alignment: warp each face onto a canonical 5-point template with a similarity transform, and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facerestore.detection import Face
+from facerestore.errors import OptionError
+
+# Landmark positions in a 512x512 crop (FFHQ alignment, as GFPGAN and CodeFormer were trained).
+_FFHQ_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
+                      [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float64)
+# ArcFace 112x112 template shifted 8 px right in a 128 canvas (used by GPEN-BFR-256 exports).
+_ARCFACE_128 = np.array([[46.2946, 51.6963], [81.5318, 51.5014], [64.0252, 71.7366],
+                         [49.5493, 92.3655], [78.7299, 92.2041]], dtype=np.float64)
+TEMPLATES = {"ffhq": _FFHQ_512 / 512.0, "arcface": _ARCFACE_128 / 128.0}
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """A square face crop and the 2x3 affine that maps source-image pixels into it."""
+
+    crop: np.ndarray
+    affine: np.ndarray
+    face: Face
+
+    @property
+    def size(self) -> int:
+        return int(self.crop.shape[0])
+
+
+def template_points(size: int, template: str = "ffhq") -> np.ndarray:
+    try:
+        return TEMPLATES[template] * size
+    except KeyError:
+        raise OptionError(f"unknown alignment template '{template}' (known: {', '.join(TEMPLATES)})") from None
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping source points onto target."""
+    matrix, _ = cv2.estimateAffinePartial2D(source.astype(np.float64), target.astype(np.float64),
+                                            method=cv2.LMEDS)
+    if matrix is None:  # degenerate landmarks (all on one point): fall back to a plain scale + shift
+        scale = 1.0
+        shift = target.mean(axis=0) - source.mean(axis=0)
+        matrix = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]])
+    return matrix.astype(np.float64)
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(matrix.astype(np.float64))
+
+
+def rescale_affine(matrix: np.ndarray, factor: float) -> np.ndarray:
+    """The same crop mapping expressed for the source image resized by ``factor``."""
+    rescaled = matrix.astype(np.float64).copy()
+    rescaled[:, :2] /= factor
+    return rescaled
+
+
+def face_scale(face: Face, size: int, template: str = "ffhq") -> float:
+    """Crop pixels per source pixel when this face is aligned into a size x size crop."""
+    matrix = alignment_affine(face, size, template)
+    return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+
+
+def alignment_affine(face: Face, size: int, template: str = "ffhq") -> np.ndarray:
+    """The 2x3 affine mapping image pixels into the face's size x size crop."""
+    return similarity_transform(face.landmark_array(), template_points(size, template))
+
+
+def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq") -> AlignedFace:
+    """Warps the face into a size x size crop. Pixels beyond the photo border are mirrored, so the network
+    sees plausible context; only pixels inside the photo are ever pasted back."""
+    matrix = alignment_affine(face, size, template)
+    interpolation = cv2.INTER_AREA if face_scale(face, size, template) < 1 else cv2.INTER_CUBIC
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REFLECT_101)
+    return AlignedFace(crop=crop, affine=matrix, face=face)
+
+
+def warp_back(crop: np.ndarray, affine: np.ndarray, region: tuple[int, int, int, int],
+              interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Samples the crop onto a region (x, y, width, height) of the image that ``affine`` maps into the crop."""
+    x, y, width, height = region
+    shifted = affine.astype(np.float64).copy()
+    shifted[:, 2] += shifted[:, :2] @ np.array([x, y], dtype=np.float64)
+    return cv2.warpAffine(crop, shifted, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def crop_footprint(affine: np.ndarray, size: int, image_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The image region (x, y, width, height) covered by the crop, clipped to the image."""
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
+    inverse = invert_affine(affine)
+    points = corners @ inverse[:, :2].T + inverse[:, 2]
+    height, width = image_shape
+    x0 = int(np.clip(np.floor(points[:, 0].min()) - 1, 0, width))
+    y0 = int(np.clip(np.floor(points[:, 1].min()) - 1, 0, height))
+    x1 = int(np.clip(np.ceil(points[:, 0].max()) + 1, 0, width))
+    y1 = int(np.clip(np.ceil(points[:, 1].max()) + 1, 0, height))
+    return x0, y0, x1 - x0, y1 - y0

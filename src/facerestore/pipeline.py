@@ -195,6 +195,8 @@ class Restorer:
             faces = detect_faces(self.detector, _rgb8(pixels), self.options.detection)
         with timer.stage("upscale"):
             canvas = self.background.upscale(pixels, scale, lambda d, t: report("upscale", d, t))
+            if not canvas.flags.writeable or np.shares_memory(canvas, pixels):
+                canvas = canvas.copy()  # faces are pasted in place; the input picture stays untouched
         restored: list[RestoredFace] = []
         crops = []
         for index, face in enumerate(faces):

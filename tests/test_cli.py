@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnx_factory import write_face_prior
-
 from facerestore import registry
 from facerestore.cli import main
 from facerestore.image_io import load_image
+from onnx_factory import write_face_prior
 
 FAST = ["--bg-upsampler", "none"]  # the background network is covered by the acceptance test
 
@@ -37,7 +36,9 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def restore_one(capsys: pytest.CaptureFixture[str], source: Path, out: Path, *extra: str) -> dict[str, object]:
+def restore_one(
+    capsys: pytest.CaptureFixture[str], source: Path, out: Path, *extra: str
+) -> dict[str, object]:
     report = out / "report.json"
     code, _, err = run(capsys, "restore", str(source), "-o", str(out), "--report", str(report), *FAST, *extra)
     assert code == 0, err
@@ -47,8 +48,13 @@ def restore_one(capsys: pytest.CaptureFixture[str], source: Path, out: Path, *ex
 
 
 @pytest.mark.parametrize("extension", ["jpg", "png", "webp", "tiff"])
-def test_formats_in_and_out(capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path,
-                            extension: str, quick_model: list[str]) -> None:
+def test_formats_in_and_out(
+    capsys: pytest.CaptureFixture[str],
+    shared_dir: Path,
+    tmp_path: Path,
+    extension: str,
+    quick_model: list[str],
+) -> None:
     source = tmp_path / f"blake.{extension}"
     Image.open(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg").save(source)
     record = restore_one(capsys, source, tmp_path / "out", "--scale", "1.5", *quick_model)
@@ -65,8 +71,9 @@ def test_ext_option_converts(capsys: pytest.CaptureFixture[str], shared_dir: Pat
     assert Image.open(str(record["output"])).format == "WEBP"
 
 
-def test_16_bit_alpha_stays_16_bit_with_alpha(capsys: pytest.CaptureFixture[str], shared_dir: Path,
-                                              tmp_path: Path) -> None:
+def test_16_bit_alpha_stays_16_bit_with_alpha(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
+) -> None:
     record = restore_one(capsys, shared_dir / "data/real/misc/tree_alpha_16bit.png", tmp_path)
     assert record["faces"] == []
     written = cv2.imread(str(record["output"]), cv2.IMREAD_UNCHANGED)
@@ -75,8 +82,9 @@ def test_16_bit_alpha_stays_16_bit_with_alpha(capsys: pytest.CaptureFixture[str]
     assert len(np.unique(written[..., :3])) > 256, "real 16-bit values, not 8-bit ones scaled up"
 
 
-def test_alpha_is_kept_and_faces_restored(capsys: pytest.CaptureFixture[str], shared_dir: Path,
-                                          tmp_path: Path) -> None:
+def test_alpha_is_kept_and_faces_restored(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
+) -> None:
     source = shared_dir / "data/real/misc/children-alpha.png"
     record = restore_one(capsys, source, tmp_path)
     assert len(record["faces"]) == 5  # type: ignore[arg-type]
@@ -87,17 +95,22 @@ def test_alpha_is_kept_and_faces_restored(capsys: pytest.CaptureFixture[str], sh
 
 
 @pytest.mark.parametrize("name", ["misc/00017_gray.png", "codeformer-gray/Hepburn01.png"])
-def test_gray_photos_stay_gray(capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path,
-                               name: str) -> None:
+def test_gray_photos_stay_gray(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path, name: str
+) -> None:
     extra = ["--aligned"] if "codeformer" in name else []
     record = restore_one(capsys, shared_dir / "data/real" / name, tmp_path, "--scale", "1", *extra)
     assert record["faces"]
     pixels = load_image(str(record["output"])).pixels.astype(np.int16)
-    assert np.abs(pixels[..., 0] - pixels[..., 1]).max() <= 1 and np.abs(pixels[..., 1] - pixels[..., 2]).max() <= 1
+    assert (
+        np.abs(pixels[..., 0] - pixels[..., 1]).max() <= 1
+        and np.abs(pixels[..., 1] - pixels[..., 2]).max() <= 1
+    )
 
 
-def test_exif_rotated_photo_comes_out_upright(capsys: pytest.CaptureFixture[str], shared_dir: Path,
-                                              tmp_path: Path, quick_model: list[str]) -> None:
+def test_exif_rotated_photo_comes_out_upright(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path, quick_model: list[str]
+) -> None:
     upright = Image.open(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg")
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated; viewers turn it 90 degrees clockwise
@@ -115,14 +128,20 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _pixel_bomb(width: int, height: int) -> bytes:
-    """A valid PNG header declaring width x height, with a tiny compressed body: cheap to write, huge to decode."""
+    """A valid PNG declaring width x height with a tiny compressed body: cheap to write, huge to decode."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = zlib.compress(b"\0" * 4096)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", body)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
-def test_bad_inputs_fail_alone_and_clearly(capsys: pytest.CaptureFixture[str], shared_dir: Path,
-                                           tmp_path: Path, quick_model: list[str]) -> None:
+def test_bad_inputs_fail_alone_and_clearly(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path, quick_model: list[str]
+) -> None:
     folder = tmp_path / "batch"
     folder.mkdir()
     good = shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg"
@@ -134,13 +153,29 @@ def test_bad_inputs_fail_alone_and_clearly(capsys: pytest.CaptureFixture[str], s
     Image.new("RGB", (320, 240), (200, 200, 200)).save(folder / "noface.png")
     (folder / "bomb.png").write_bytes(_pixel_bomb(50_000, 50_000))
     report = tmp_path / "report.json"
-    code, _, err = run(capsys, "restore", str(folder), "-o", str(tmp_path / "out"), "--report", str(report), *FAST,
-                       *quick_model)
+    code, _, err = run(
+        capsys,
+        "restore",
+        str(folder),
+        "-o",
+        str(tmp_path / "out"),
+        "--report",
+        str(report),
+        *FAST,
+        *quick_model,
+    )
     assert code == 1
     assert "Traceback" not in err
     records = {Path(r["input"]).name: r for r in json.loads(report.read_text())}
-    assert set(records) == {"good.jpg", "empty.jpg", "truncated.jpg", "notes.jpg", "dot.png", "noface.png",
-                            "bomb.png"}
+    assert set(records) == {
+        "good.jpg",
+        "empty.jpg",
+        "truncated.jpg",
+        "notes.jpg",
+        "dot.png",
+        "noface.png",
+        "bomb.png",
+    }
     failed = {name for name, r in records.items() if r["error"]}
     assert failed == {"empty.jpg", "truncated.jpg", "notes.jpg", "bomb.png"}
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -152,8 +187,9 @@ def test_bad_inputs_fail_alone_and_clearly(capsys: pytest.CaptureFixture[str], s
     assert "4 failed" in err
 
 
-def test_outputs_and_inputs_are_never_overwritten(capsys: pytest.CaptureFixture[str], shared_dir: Path,
-                                                  tmp_path: Path, quick_model: list[str]) -> None:
+def test_outputs_and_inputs_are_never_overwritten(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path, quick_model: list[str]
+) -> None:
     fast = [*FAST, *quick_model]
     source = tmp_path / "photo.jpg"
     shutil.copy(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg", source)
@@ -169,13 +205,24 @@ def test_outputs_and_inputs_are_never_overwritten(capsys: pytest.CaptureFixture[
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"
 
 
-def test_extras_faces_and_comparison(capsys: pytest.CaptureFixture[str], shared_dir: Path,
-                                     tmp_path: Path, quick_model: list[str]) -> None:
-    restore_one(capsys, shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg", tmp_path, "--save-faces",
-                "--compare", *quick_model)
+def test_extras_faces_and_comparison(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path, quick_model: list[str]
+) -> None:
+    restore_one(
+        capsys,
+        shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg",
+        tmp_path,
+        "--save-faces",
+        "--compare",
+        *quick_model,
+    )
     crops = sorted(p.name for p in (tmp_path / "faces").iterdir())
-    assert crops == ["Blake_Lively_face00_after.png", "Blake_Lively_face00_before.png",
-                     "Blake_Lively_face01_after.png", "Blake_Lively_face01_before.png"]
+    assert crops == [
+        "Blake_Lively_face00_after.png",
+        "Blake_Lively_face00_before.png",
+        "Blake_Lively_face01_after.png",
+        "Blake_Lively_face01_before.png",
+    ]
     comparison = Image.open(tmp_path / "compare" / "Blake_Lively_compare.jpg")
     assert comparison.height == 928 and comparison.width > 2 * 1400
 
@@ -185,7 +232,13 @@ def test_detect_json(capsys: pytest.CaptureFixture[str], shared_dir: Path) -> No
     assert code == 0
     [record] = json.loads(out)
     assert record["size"] == [1297, 1920] and len(record["faces"]) == 2
-    assert set(record["faces"][0]["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    assert set(record["faces"][0]["landmarks"]) == {
+        "left_eye",
+        "right_eye",
+        "nose",
+        "mouth_left",
+        "mouth_right",
+    }
 
 
 def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,16 +250,21 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "non-commercial" in out
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--scale", "0"], "scale"),
-    (["--scale", "9"], "scale"),
-    (["--fidelity", "7"], "fidelity"),
-    (["--face-model", "nope"], "unknown model"),
-    (["--face-model", "gfpgan-1.4", "--model-path", "/nonexistent.onnx"], "no such file"),
-])
-def test_bad_options_are_one_line(capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path,
-                                  args: list[str], message: str) -> None:
-    code, _, err = run(capsys, "restore", str(shared_dir / "data/real/misc/00017_gray.png"), "-o", str(tmp_path),
-                       *args)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scale", "0"], "scale"),
+        (["--scale", "9"], "scale"),
+        (["--fidelity", "7"], "fidelity"),
+        (["--face-model", "nope"], "unknown model"),
+        (["--face-model", "gfpgan-1.4", "--model-path", "/nonexistent.onnx"], "no such file"),
+    ],
+)
+def test_bad_options_are_one_line(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, _, err = run(
+        capsys, "restore", str(shared_dir / "data/real/misc/00017_gray.png"), "-o", str(tmp_path), *args
+    )
     assert code == 1 and message in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.strip()]) <= 2

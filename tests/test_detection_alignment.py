@@ -66,7 +66,7 @@ def test_small_faces_in_a_large_photo_are_found_once(retinaface: RetinaFace, sha
     canvas = np.full((2600, 4000, 3), 120, np.uint8)
     spots = [(300, 400), (300, 1900), (300, 3500), (2000, 600), (2000, 2100), (1000 - 80, 1960 - 120)]
     for y, x in spots:
-        canvas[y:y + 159, x:x + 240] = small
+        canvas[y : y + 159, x : x + 240] = small
     faces = detect_faces(retinaface, canvas)
     assert len(faces) == 2 * len(spots), [f.to_dict() for f in faces]  # two people in each copy
     assert len(pyramid_scales(2600, 4000, DetectionOptions())) == 2
@@ -115,7 +115,7 @@ def test_warp_round_trip_is_under_a_pixel(retinaface: RetinaFace, shared_dir: Pa
     aligned = align_face(image, face, 512)
     x, y, w, h = crop_footprint(aligned.affine, 512, image.shape[:2])
     back = warp_back(aligned.crop.astype(np.float32), aligned.affine, (x, y, w, h), cv2.INTER_CUBIC)
-    original = image[y:y + h, x:x + w].astype(np.float32)
+    original = image[y : y + h, x : x + w].astype(np.float32)
     inner = (slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4))
     gray_back = cv2.cvtColor(back[inner], cv2.COLOR_RGB2GRAY)
     gray_original = cv2.cvtColor(original[inner], cv2.COLOR_RGB2GRAY)
@@ -131,8 +131,8 @@ def test_warp_round_trip_is_under_a_pixel(retinaface: RetinaFace, shared_dir: Pa
 def test_face_at_the_border_aligns_without_smearing(retinaface: RetinaFace, shared_dir: Path) -> None:
     image = read_rgb(shared_dir / "data/real/gfpgan-whole/00.jpg")
     face = detect_faces(retinaface, image)[0]
-    x1, y1, x2, _ = (int(v) for v in face.box)
-    cut = np.ascontiguousarray(image[:, x1 + (x2 - x1) // 3:])  # a third of the face is off the left edge
+    x1, _, x2, _ = (int(v) for v in face.box)
+    cut = np.ascontiguousarray(image[:, x1 + (x2 - x1) // 3 :])  # a third of the face is off the left edge
     faces = detect_faces(retinaface, cut)
     assert faces, "a face cut by the border should still be found"
     aligned = align_face(cut, faces[0], 512)

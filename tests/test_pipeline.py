@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from onnx_factory import write_face_prior
 
 from facerestore import registry
 from facerestore.alignment import alignment_affine, crop_footprint, rescale_affine, warp_back
@@ -18,6 +17,7 @@ from facerestore.blending import feather_mask, seam_gradients
 from facerestore.detection import Face
 from facerestore.image_io import load_image, picture_from_array
 from facerestore.pipeline import RestoreOptions, Restorer
+from onnx_factory import write_face_prior
 
 SEAM_TOLERANCE = 1.1
 
@@ -35,8 +35,11 @@ def face_from_record(record: dict[str, object]) -> Face:
     box = record["box"]
     marks = record["landmarks"]
     assert isinstance(box, list) and isinstance(marks, dict)
-    return Face(box=tuple(box), score=float(record["score"]),  # type: ignore[arg-type]
-                landmarks=tuple(tuple(point) for point in marks.values()))
+    return Face(
+        box=tuple(box),
+        score=float(record["score"]),  # type: ignore[arg-type]
+        landmarks=tuple(tuple(point) for point in marks.values()),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,23 @@ def old_print(shared_dir: Path) -> Path:
 def test_acceptance_old_print_restored_at_2x_without_seams(old_print: Path, tmp_path: Path) -> None:
     """The README's main command on the scanned print: 2x, both children restored by a real network."""
     report = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-m", "facerestore.cli", "-q", "restore", str(old_print),
-                           "-o", str(tmp_path / "out"), "--report", str(report)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facerestore.cli",
+            "-q",
+            "restore",
+            str(old_print),
+            "-o",
+            str(tmp_path / "out"),
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     record = json.loads(report.read_text())[0]
     assert record["size_in"] == [1297, 1920] and record["size_out"] == [2594, 3840]
@@ -65,9 +82,12 @@ def test_acceptance_old_print_restored_at_2x_without_seams(old_print: Path, tmp_
         assert ratio <= SEAM_TOLERANCE, f"visible seam around {face.box}: {ratio:.3f}"
         x1, y1, x2, y2 = (int(v * 2) for v in face.box)
         restored, enlarged = output[y1:y2, x1:x2], reference[y1:y2, x1:x2]
-        assert cv2.Laplacian(restored, cv2.CV_32F).var() > 1.2 * cv2.Laplacian(enlarged, cv2.CV_32F).var(), \
+        assert cv2.Laplacian(restored, cv2.CV_32F).var() > 1.2 * cv2.Laplacian(enlarged, cv2.CV_32F).var(), (
             "the face should gain detail over a plain enlargement"
-        colour_shift = np.abs(restored.astype(np.float32).mean((0, 1)) - enlarged.astype(np.float32).mean((0, 1)))
+        )
+        colour_shift = np.abs(
+            restored.astype(np.float32).mean((0, 1)) - enlarged.astype(np.float32).mean((0, 1))
+        )
         assert colour_shift.max() < 6, colour_shift
 
 
@@ -81,8 +101,10 @@ def test_seam_check_catches_a_hard_edge(old_print: Path) -> None:
     x, y, w, h = crop_footprint(affine, 144, reference.shape[:2])
     hard = warp_back(feather_mask(144), affine, (x, y, w, h)) > 0.5
     pasted = reference.copy()
-    patch = pasted[y:y + h, x:x + w].astype(np.int16)
-    pasted[y:y + h, x:x + w] = np.where(hard[..., None], np.clip(patch + 20, 0, 255), patch).astype(np.uint8)
+    patch = pasted[y : y + h, x : x + w].astype(np.int16)
+    pasted[y : y + h, x : x + w] = np.where(hard[..., None], np.clip(patch + 20, 0, 255), patch).astype(
+        np.uint8
+    )
     assert seam_ratio(pasted, reference, face, 144, 2.0) > SEAM_TOLERANCE
 
 
@@ -96,7 +118,9 @@ def negative_prior(tmp_path: Path) -> tuple[str, Path]:
 def test_faces_are_pasted_exactly_where_they_were(shared_dir: Path, negative_prior: tuple[str, Path]) -> None:
     name, path = negative_prior
     picture = load_image(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg")
-    options = RestoreOptions(scale=1, face_model=name, model_path=str(path), bg_upsampler="none", color_fix=False)
+    options = RestoreOptions(
+        scale=1, face_model=name, model_path=str(path), bg_upsampler="none", color_fix=False
+    )
     result = Restorer(options).restore(picture)
     assert len(result.faces) == 2 and result.face_model == name
     before, after = picture.pixels.astype(np.int16), result.picture.pixels.astype(np.int16)
@@ -121,16 +145,23 @@ def test_codeformer_fidelity_reaches_the_model(shared_dir: Path, tmp_path: Path)
     picture = load_image(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg")
     means = []
     for fidelity in (0.0, 1.0):
-        options = RestoreOptions(scale=1, face_model="codeformer", model_path=str(path), bg_upsampler="none",
-                                 fidelity=fidelity, color_fix=False)
+        options = RestoreOptions(
+            scale=1,
+            face_model="codeformer",
+            model_path=str(path),
+            bg_upsampler="none",
+            fidelity=fidelity,
+            color_fix=False,
+        )
         result = Restorer(options).restore(picture)
         x1, y1, x2, y2 = (int(v) for v in result.faces[0].face.box)
         means.append(result.picture.pixels[y1:y2, x1:x2].astype(np.float32).mean())
     assert means[1] - means[0] > 20
 
 
-def test_tiny_faces_are_super_resolved_before_a_face_prior(shared_dir: Path,
-                                                            negative_prior: tuple[str, Path]) -> None:
+def test_tiny_faces_are_super_resolved_before_a_face_prior(
+    shared_dir: Path, negative_prior: tuple[str, Path]
+) -> None:
     name, path = negative_prior
     photo = load_image(shared_dir / "data/real/misc/children-alpha.png")
     small = picture_from_array(cv2.resize(photo.pixels, (283, 175), interpolation=cv2.INTER_AREA))
@@ -158,4 +189,7 @@ def test_any_scale_factor(shared_dir: Path, negative_prior: tuple[str, Path]) ->
         options = RestoreOptions(scale=scale, bg_upsampler="none", face_model=name, model_path=str(path))
         result = Restorer(options).restore(picture)
         assert len(result.faces) == 2
-        assert result.picture.pixels.shape[:2] == (round(picture.height * scale), round(picture.width * scale))
+        assert result.picture.pixels.shape[:2] == (
+            round(picture.height * scale),
+            round(picture.width * scale),
+        )

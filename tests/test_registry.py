@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx_factory import expected_output, face_prior_model, write_face_prior
 
 from facerestore import registry
 from facerestore.detection import YuNet
 from facerestore.errors import ModelError
 from facerestore.restoration import FacePriorRestorer, create_face_restorer
+from onnx_factory import expected_output, face_prior_model, write_face_prior
 
 FACE_PRIORS = list(registry.entries(registry.Purpose.FACE_RESTORER))
 
@@ -64,7 +64,7 @@ def test_packaged_models_are_installed_offline() -> None:
 
 
 def test_unknown_model_names_the_known_ones() -> None:
-    with pytest.raises(ModelError, match="gfpgan-1.4"):
+    with pytest.raises(ModelError, match=r"gfpgan-1\.4"):
         registry.get_entry("gfpgan-9")
 
 
@@ -96,8 +96,9 @@ def test_download_verifies_checksum(model_folder: Path, file_server: tuple[str, 
     base, served = file_server
     payload = face_prior_model(registry.get_entry("gfpgan-1.4"), input_size=32).SerializeToString()
     (served / "model.onnx").write_bytes(payload)
-    good = replace(registry.get_entry("gfpgan-1.4"), url=f"{base}/model.onnx",
-                   sha256=hashlib.sha256(payload).hexdigest())
+    good = replace(
+        registry.get_entry("gfpgan-1.4"), url=f"{base}/model.onnx", sha256=hashlib.sha256(payload).hexdigest()
+    )
     path = registry.download(good, progress=False)
     assert path == model_folder / good.filename and path.read_bytes() == payload
 
@@ -136,7 +137,8 @@ def test_codeformer_fidelity_changes_the_result(model_folder: Path) -> None:
     path = write_face_prior(entry, model_folder)
     restorer = create_face_restorer("codeformer", model_path=path)
     crop = np.full((512, 512, 3), 0.5, np.float32)
-    assert restorer.restore(crop, 1.0).mean() - restorer.restore(crop, 0.0).mean() == pytest.approx(0.2, abs=1e-4)
+    difference = restorer.restore(crop, 1.0).mean() - restorer.restore(crop, 0.0).mean()
+    assert difference == pytest.approx(0.2, abs=1e-4)
 
 
 def test_wrong_signature_is_refused(model_folder: Path) -> None:

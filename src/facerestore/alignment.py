@@ -11,11 +11,21 @@ from facerestore.detection import Face
 from facerestore.errors import OptionError
 
 # Landmark positions in a 512x512 crop (FFHQ alignment, as GFPGAN and CodeFormer were trained).
-_FFHQ_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-                      [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float64)
+_FFHQ_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float64,
+)
 # ArcFace 112x112 template shifted 8 px right in a 128 canvas (used by GPEN-BFR-256 exports).
-_ARCFACE_128 = np.array([[46.2946, 51.6963], [81.5318, 51.5014], [64.0252, 71.7366],
-                         [49.5493, 92.3655], [78.7299, 92.2041]], dtype=np.float64)
+_ARCFACE_128 = np.array(
+    [[46.2946, 51.6963], [81.5318, 51.5014], [64.0252, 71.7366], [49.5493, 92.3655], [78.7299, 92.2041]],
+    dtype=np.float64,
+)
 TEMPLATES = {"ffhq": _FFHQ_512 / 512.0, "arcface": _ARCFACE_128 / 128.0}
 
 
@@ -36,13 +46,16 @@ def template_points(size: int, template: str = "ffhq") -> np.ndarray:
     try:
         return TEMPLATES[template] * size
     except KeyError:
-        raise OptionError(f"unknown alignment template '{template}' (known: {', '.join(TEMPLATES)})") from None
+        raise OptionError(
+            f"unknown alignment template '{template}' (known: {', '.join(TEMPLATES)})"
+        ) from None
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) mapping source points onto target."""
-    matrix, _ = cv2.estimateAffinePartial2D(source.astype(np.float64), target.astype(np.float64),
-                                            method=cv2.LMEDS)
+    matrix, _ = cv2.estimateAffinePartial2D(
+        source.astype(np.float64), target.astype(np.float64), method=cv2.LMEDS
+    )
     if matrix is None:  # degenerate landmarks (all on one point): fall back to a plain scale + shift
         scale = 1.0
         shift = target.mean(axis=0) - source.mean(axis=0)
@@ -81,14 +94,24 @@ def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq")
     return AlignedFace(crop=crop, affine=matrix, face=face)
 
 
-def warp_back(crop: np.ndarray, affine: np.ndarray, region: tuple[int, int, int, int],
-              interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Samples the crop onto a region (x, y, width, height) of the image that ``affine`` maps into the crop."""
+def warp_back(
+    crop: np.ndarray,
+    affine: np.ndarray,
+    region: tuple[int, int, int, int],
+    interpolation: int = cv2.INTER_LINEAR,
+) -> np.ndarray:
+    """Samples the crop onto an image region (x, y, width, height); ``affine`` maps image to crop."""
     x, y, width, height = region
     shifted = affine.astype(np.float64).copy()
     shifted[:, 2] += shifted[:, :2] @ np.array([x, y], dtype=np.float64)
-    return cv2.warpAffine(crop, shifted, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        crop,
+        shifted,
+        (width, height),
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 def crop_footprint(affine: np.ndarray, size: int, image_shape: tuple[int, int]) -> tuple[int, int, int, int]:

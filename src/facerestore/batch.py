@@ -24,7 +24,7 @@ from facerestore.image_io import (
     picture_from_array,
     save_image,
 )
-from facerestore.pipeline import ProgressCallback, RestoreResult, Restorer
+from facerestore.pipeline import ProgressCallback, Restorer, RestoreResult
 from facerestore.upscaling import resize
 
 WRITABLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
@@ -74,11 +74,16 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+            )
             found.extend((file, path) for file in files)
         elif _is_pattern(text) and not path.exists():
-            found.extend((Path(match), Path(match).parent) for match in sorted(glob.glob(text, recursive=True))
-                         if Path(match).is_file())
+            found.extend(
+                (Path(match), Path(match).parent)
+                for match in sorted(glob.glob(text, recursive=True))
+                if Path(match).is_file()
+            )
         else:
             found.append((path, path.parent))
     return found
@@ -126,12 +131,21 @@ def _save_extras(result: RestoreResult, picture: Picture, job: Job, options: Out
                 save_image(picture_from_array(crop), path, overwrite=options.overwrite)
     if options.compare:
         path = job.target.parent / "compare" / f"{stem}_compare.jpg"
-        save_image(picture_from_array(comparison_image(picture, result.picture)), path,
-                   overwrite=options.overwrite, quality=90)
+        save_image(
+            picture_from_array(comparison_image(picture, result.picture)),
+            path,
+            overwrite=options.overwrite,
+            quality=90,
+        )
 
 
-def process(restorer: Restorer, job: Job, options: OutputOptions,
-            progress: ProgressCallback | None = None, debug: bool = False) -> ImageRecord:
+def process(
+    restorer: Restorer,
+    job: Job,
+    options: OutputOptions,
+    progress: ProgressCallback | None = None,
+    debug: bool = False,
+) -> ImageRecord:
     record = ImageRecord(input=str(job.source))
     try:
         check_target(job, options.overwrite)
@@ -142,8 +156,11 @@ def process(restorer: Restorer, job: Job, options: OutputOptions,
         result = restorer.restore(picture, progress=progress, keep_crops=options.save_faces)
         start = time.perf_counter()
         save_image(result.picture, job.target, overwrite=options.overwrite, quality=options.quality)
-        record.timings = {"decode": round(decode, 4), **result.timings,
-                          "encode": round(time.perf_counter() - start, 4)}
+        record.timings = {
+            "decode": round(decode, 4),
+            **result.timings,
+            "encode": round(time.perf_counter() - start, 4),
+        }
         _save_extras(result, picture, job, options)
         record.output = str(job.target)
         record.size_out = [result.picture.width, result.picture.height]
@@ -160,10 +177,14 @@ def process(restorer: Restorer, job: Job, options: OutputOptions,
     return record
 
 
-def run_batch(restorer: Restorer, jobs: list[Job], options: OutputOptions,
-              on_record: Callable[[ImageRecord], None] | None = None,
-              progress_for: Callable[[Job], ProgressCallback | None] | None = None,
-              debug: bool = False) -> list[ImageRecord]:
+def run_batch(
+    restorer: Restorer,
+    jobs: list[Job],
+    options: OutputOptions,
+    on_record: Callable[[ImageRecord], None] | None = None,
+    progress_for: Callable[[Job], ProgressCallback | None] | None = None,
+    debug: bool = False,
+) -> list[ImageRecord]:
     records = []
     for job in jobs:
         record = process(restorer, job, options, progress_for(job) if progress_for else None, debug)

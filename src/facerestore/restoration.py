@@ -27,7 +27,9 @@ class FaceRestorer(Protocol):
     name: str
     template: str
     is_face_prior: bool  # a face prior sees a fixed-size crop, so tiny faces are super-resolved for it first
-    supports_fidelity: bool
+
+    @property
+    def supports_fidelity(self) -> bool: ...
 
     def crop_size(self, needed_side: float) -> int:
         """Side of the aligned input crop to cut, given the side the face should have in the output."""
@@ -39,7 +41,9 @@ class FaceRestorer(Protocol):
 class FacePriorRestorer:
     """Any ONNX face-prior model described by a registry entry: one image input, optional fidelity input."""
 
-    def __init__(self, entry: registry.ModelEntry, device: str = "cpu", model_path: str | Path | None = None) -> None:
+    def __init__(
+        self, entry: registry.ModelEntry, device: str = "cpu", model_path: str | Path | None = None
+    ) -> None:
         if entry.purpose is not registry.Purpose.FACE_RESTORER:
             raise ModelError(f"model '{entry.name}' is not a face restorer")
         self.name = entry.name
@@ -55,12 +59,15 @@ class FacePriorRestorer:
         size = self.entry.input_size
         images = [i for i in self.session.get_inputs() if len(i.shape) == 4]
         if len(images) != 1 or images[0].type not in _ONNX_FLOAT_TYPES:
-            raise ModelError(f"{path}: expected one float image input [1, 3, {size}, {size}], "
-                             f"found {[(i.name, i.shape, i.type) for i in self.session.get_inputs()]}")
+            raise ModelError(
+                f"{path}: expected one float image input [1, 3, {size}, {size}], "
+                f"found {[(i.name, i.shape, i.type) for i in self.session.get_inputs()]}"
+            )
         _, channels, height, width = images[0].shape
         if channels != 3 or any(isinstance(d, int) and d != size for d in (height, width)):
-            raise ModelError(f"{path}: image input is {images[0].shape}, model '{self.name}' needs "
-                             f"[1, 3, {size}, {size}]")
+            raise ModelError(
+                f"{path}: image input is {images[0].shape}, model '{self.name}' needs [1, 3, {size}, {size}]"
+            )
         fidelity = None
         if self.entry.fidelity_input:
             match = [i for i in self.session.get_inputs() if i.name == self.entry.fidelity_input]
@@ -91,7 +98,7 @@ class FacePriorRestorer:
 
 
 class SuperResolutionFaceRestorer:
-    """Restores a face with a general super-resolution network: the default when no face prior is installed."""
+    """Restores a face with a general super-resolution network: the default without a face prior."""
 
     template = "ffhq"
     supports_fidelity = False
@@ -114,8 +121,12 @@ def installed_face_priors() -> list[registry.ModelEntry]:
     return [e for e in registry.entries(registry.Purpose.FACE_RESTORER) if registry.is_installed(e)]
 
 
-def create_face_restorer(name: str = "auto", device: str = "cpu", model_path: str | Path | None = None,
-                         upscaler: NetworkUpscaler | None = None) -> FaceRestorer:
+def create_face_restorer(
+    name: str = "auto",
+    device: str = "cpu",
+    model_path: str | Path | None = None,
+    upscaler: NetworkUpscaler | None = None,
+) -> FaceRestorer:
     """'auto' takes the first installed face prior in registry order (GFPGAN 1.4 first), else Real-ESRGAN."""
     if name == "auto" and model_path is None:
         priors = installed_face_priors()
@@ -126,6 +137,8 @@ def create_face_restorer(name: str = "auto", device: str = "cpu", model_path: st
         raise OptionError("--model-path needs --face-model naming the model it holds (e.g. gfpgan-1.4)")
     entry = registry.get_entry(name)
     if entry.purpose is registry.Purpose.UPSCALER:
-        network = upscaler if upscaler and upscaler.name == name else NetworkUpscaler(entry, device, TileOptions())
+        network = (
+            upscaler if upscaler and upscaler.name == name else NetworkUpscaler(entry, device, TileOptions())
+        )
         return SuperResolutionFaceRestorer(network)
     return FacePriorRestorer(entry, device, model_path)

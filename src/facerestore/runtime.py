@@ -20,8 +20,15 @@ _PROVIDERS_BY_DEVICE = {
 }
 DEVICES = ("auto", *_PROVIDERS_BY_DEVICE)
 # onnxruntime's load errors derive from Exception directly, not from one base of their own
-_LOAD_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, ort_state.NoSuchFile,
-                ort_state.InvalidArgument, ort_state.NotImplemented, ort_state.RuntimeException)
+_LOAD_ERRORS = (
+    ort_state.Fail,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.InvalidArgument,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+)
 
 
 def providers_for(device: str) -> list[str]:
@@ -36,8 +43,10 @@ def providers_for(device: str) -> list[str]:
         raise OptionError(f"unknown device '{device}' (choose from {', '.join(DEVICES)})")
     wanted = _PROVIDERS_BY_DEVICE[device]
     if wanted[0] not in available:
-        raise OptionError(f"device '{device}' needs {wanted[0]}, which this onnxruntime build lacks "
-                          f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA")
+        raise OptionError(
+            f"device '{device}' needs {wanted[0]}, which this onnxruntime build lacks "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA"
+        )
     return wanted
 
 
@@ -50,7 +59,9 @@ def default_threads() -> int:
     return int(configured) if configured else (os.cpu_count() or 1)
 
 
-def create_session(model: bytes | Path, device: str = "cpu", *, threads: int | None = None) -> ort.InferenceSession:
+def create_session(
+    model: bytes | Path, device: str = "cpu", *, threads: int | None = None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1

@@ -65,7 +65,9 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (height, width) == image.shape[:2]:
         return image
     shrinking = height * width < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4)
+    return cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+    )
 
 
 class ClassicalUpscaler:
@@ -75,7 +77,7 @@ class ClassicalUpscaler:
 
     def upscale(self, image: np.ndarray, factor: float, progress: Progress | None = None) -> np.ndarray:
         validate_factor(factor)
-        result = resize(image, output_size(*image.shape[:2], factor))
+        result = resize(image, output_size(image.shape[0], image.shape[1], factor))
         if progress:
             progress(1, 1)
         return result
@@ -87,7 +89,7 @@ def _onnx_bytes(param: Path, weights: Path) -> bytes:
 
 
 def load_network_bytes(entry: registry.ModelEntry) -> bytes:
-    """ONNX bytes of a packaged ncnn network, converted in memory (cheaper than caching a file: see README)."""
+    """ONNX bytes of a packaged ncnn network, converted in memory (as fast as caching a file)."""
     stem = registry.require(entry)
     return _onnx_bytes(stem.with_suffix(".param"), stem.with_suffix(".bin"))
 
@@ -99,7 +101,9 @@ def _tile_starts(length: int, tile: int) -> list[int]:
 class NetworkUpscaler:
     """A super-resolution network (native scale s) applied in tiles, resized to any requested factor."""
 
-    def __init__(self, entry: registry.ModelEntry, device: str = "cpu", tiles: TileOptions | None = None) -> None:
+    def __init__(
+        self, entry: registry.ModelEntry, device: str = "cpu", tiles: TileOptions | None = None
+    ) -> None:
         if entry.purpose is not registry.Purpose.UPSCALER:
             raise ModelError(f"model '{entry.name}' is not an upscaler")
         self.name = entry.name
@@ -129,9 +133,16 @@ class NetworkUpscaler:
         for y0 in _tile_starts(height, tile):
             for x0 in _tile_starts(width, tile):
                 y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
-                py0, px0, py1, px1 = max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, height), min(x1 + pad, width)
+                py0, px0, py1, px1 = (
+                    max(y0 - pad, 0),
+                    max(x0 - pad, 0),
+                    min(y1 + pad, height),
+                    min(x1 + pad, width),
+                )
                 enlarged = self.run(to_float(image[py0:py1, px0:px1]))
-                core = enlarged[(y0 - py0) * scale:(y1 - py0) * scale, (x0 - px0) * scale:(x1 - px0) * scale]
+                core = enlarged[
+                    (y0 - py0) * scale : (y1 - py0) * scale, (x0 - px0) * scale : (x1 - px0) * scale
+                ]
                 oy0, oy1 = round(y0 * factor), round(y1 * factor)
                 ox0, ox1 = round(x0 * factor), round(x1 * factor)
                 result[oy0:oy1, ox0:ox1] = from_float(resize(core, (oy1 - oy0, ox1 - ox0)), image.dtype)

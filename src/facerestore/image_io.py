@@ -1,0 +1,455 @@
+"""Read and write pictures: every supported format in, upright RGB(A) arrays out, metadata kept.
+
+Decoding trusts the file's content, never its extension. Every failure becomes an ImageError whose
+one-line message names the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import struct
+import tempfile
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
+
+from facerestore.errors import ImageError, OptionError
+
+
+def _register_heif() -> bool:
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+_HEIF_AVAILABLE = _register_heif()
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+SUPPORTED_EXTENSIONS: dict[str, str] = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".heic": "HEIF",
+    ".heif": "HEIF",
+}
+
+_ENCODABLE = ("JPEG", "PNG", "WEBP", "TIFF", "BMP") + (("HEIF",) if _HEIF_AVAILABLE else ())
+_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "HEIF"}
+_GRAY_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "HEIF"}  # WebP has no gray mode
+_SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+_METADATA_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF", "HEIF"}
+_ORIENTATION_TAG = 0x0112
+_EXIF_PREFIX = b"Exif\x00\x00"
+
+# Pillow's bomb check is process-wide; this lock serialises the rare decodes that lift it.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+# eq=False: field-wise == and hash() would compare numpy arrays, which is ambiguous or unhashable.
+@dataclass(frozen=True, eq=False)
+class Picture:
+    """An upright image: H x W x 3 RGB pixels (uint8 or uint16), optional alpha, and its metadata."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    is_gray: bool = False
+    source_format: str = "PNG"
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+    def __post_init__(self) -> None:
+        pixels, alpha = self.pixels, self.alpha
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"pixels must be H x W x 3 uint8 or uint16, got {pixels.shape} {pixels.dtype}")
+        if alpha is not None and (alpha.shape != pixels.shape[:2] or alpha.dtype != pixels.dtype):
+            raise ValueError(f"alpha must be H x W {pixels.dtype}, got {alpha.shape} {alpha.dtype}")
+        # Frozen, yet callers may hand in views (flips, crops): store C-contiguous arrays as promised.
+        object.__setattr__(self, "pixels", np.ascontiguousarray(pixels))
+        if alpha is not None:
+            object.__setattr__(self, "alpha", np.ascontiguousarray(alpha))
+
+    def __repr__(self) -> str:
+        kind = ("gray" if self.is_gray else "RGB") + ("+alpha" if self.alpha is not None else "")
+        return f"Picture({self.width}x{self.height} {kind} {self.bit_depth}-bit from {self.source_format})"
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    def with_pixels(self, pixels: np.ndarray, alpha: np.ndarray | None) -> Picture:
+        """The same picture (format, gray flag, ICC, EXIF) with new pixel arrays."""
+        return dataclasses.replace(self, pixels=pixels, alpha=alpha)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, max_pixels=max_pixels, name=str(path))
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Picture:
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    with _decoding_errors(name):
+        try:
+            with warnings.catch_warnings():
+                # The caller's max_pixels is the limit that counts; it is checked before decoding.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return _decode(data, max_pixels, name)
+        except Image.DecompressionBombError:
+            # Pillow's own cap refused the header; lift it so our check decides and reports the size.
+            with _PILLOW_LIMIT_LOCK:
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    return _decode(data, max_pixels, name)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode(data: bytes, max_pixels: int, name: str) -> Picture:
+    with Image.open(io.BytesIO(data)) as img:
+        _check_pixel_count(img.size, max_pixels, name)
+        if _is_16bit(img, data):
+            color, alpha = _cv2_planes(data, _header_says_gray(img, data), name)
+        else:
+            img.load()
+            color, alpha = _pillow_planes(img)
+        exif, orientation = _exif_and_orientation(img)
+        color = _orient(color, orientation)
+        return Picture(
+            pixels=_as_rgb(color),
+            alpha=None if alpha is None else _orient(alpha, orientation),
+            is_gray=color.ndim == 2,
+            source_format=img.format or "UNKNOWN",
+            icc_profile=_usable_icc(img.info.get("icc_profile")),
+            exif=exif,
+        )
+
+
+@contextlib.contextmanager
+def _decoding_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image or unsupported format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: too many pixels to decode safely ({_one_line(exc)})") from None
+    except (OSError, SyntaxError, EOFError, ValueError, struct.error, zlib.error, cv2.error) as exc:
+        raise ImageError(f"{name}: truncated or corrupt image ({_one_line(exc)})") from None
+
+
+def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: {width}x{height} = {width * height / 1e6:g} megapixels exceeds the limit of "
+            f"{max_pixels / 1e6:g} megapixels (raise it with --max-pixels)"
+        )
+
+
+def _is_16bit(img: Image.Image, data: bytes) -> bool:
+    """16-bit PNG and TIFF, which Pillow would truncate to 8 bits (colour) or handles oddly (gray+alpha)."""
+    if img.format == "PNG":
+        return data[12:16] == b"IHDR" and data[24] == 16
+    if isinstance(img, TiffImagePlugin.TiffImageFile):
+        bits = img.tag_v2.get(258, 1)
+        return 16 in (bits if isinstance(bits, tuple) else (bits,))
+    return False
+
+
+def _header_says_gray(img: Image.Image, data: bytes) -> bool:
+    if img.format == "PNG":
+        return data[25] in (0, 4)  # PNG colour types: gray, gray + alpha
+    if isinstance(img, TiffImagePlugin.TiffImageFile):
+        return img.tag_v2.get(262) in (0, 1)  # photometric: white-is-zero, black-is-zero
+    return False
+
+
+def _cv2_planes(data: bytes, gray: bool, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour (H x W gray or H x W x 3 RGB) and alpha planes, decoded by OpenCV at full bit depth."""
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageError(f"{name}: truncated or corrupt 16-bit image")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{name}: unsupported sample type {array.dtype}")
+    if array.ndim == 2:
+        return array, None
+    alpha = array[..., 3] if array.shape[2] == 4 else None
+    color = array[..., 0] if gray else array[..., 2::-1]  # OpenCV is BGR(A)
+    return color, alpha
+
+
+def _pillow_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour (H x W gray or H x W x 3 RGB) and alpha planes from a loaded 8-bit Pillow image."""
+    has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info
+    if img.mode in ("1", "L", "LA", "La"):
+        if not has_alpha:
+            return np.asarray(img.convert("L")), None
+        gray_alpha = np.asarray(img.convert("LA"))
+        return gray_alpha[..., 0], gray_alpha[..., 1]
+    if img.mode.startswith("I"):  # 16-bit or 32-bit integer gray
+        return np.clip(np.asarray(img), 0, 65535).astype(np.uint16), None
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"))
+        return rgba[..., :3], rgba[..., 3]
+    return np.asarray(img.convert("RGB")), None
+
+
+def _exif_and_orientation(img: Image.Image) -> tuple[bytes | None, int]:
+    """The EXIF to keep (Orientation reset to 1) and the orientation the pixels still need.
+
+    For a PNG whose eXIf chunk may follow the pixel data, Pillow decodes the pixels to reach it.
+    """
+    try:
+        exif = img.getexif()
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return None, 1
+    orientation = exif.get(_ORIENTATION_TAG, 1)
+    if orientation not in range(1, 9):
+        orientation = 1
+    # A TIFF's "EXIF" is its own layout tags (strips, sizes): they do not describe another file.
+    if not exif or isinstance(img, TiffImagePlugin.TiffImageFile):
+        return None, orientation
+    raw = img.info.get("exif")
+    if orientation == 1 and isinstance(raw, bytes):
+        return (raw if raw.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + raw), 1
+    if _ORIENTATION_TAG in exif:
+        exif[_ORIENTATION_TAG] = 1
+    return exif.tobytes(), orientation
+
+
+def _orient(plane: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a plane stored with this EXIF orientation upright."""
+    if orientation == 2:
+        plane = plane[:, ::-1]
+    elif orientation == 3:
+        plane = plane[::-1, ::-1]
+    elif orientation == 4:
+        plane = plane[::-1]
+    elif orientation == 5:
+        plane = plane.swapaxes(0, 1)
+    elif orientation == 6:
+        plane = np.rot90(plane, -1)
+    elif orientation == 7:
+        plane = plane[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        plane = np.rot90(plane, 1)
+    return np.ascontiguousarray(plane)
+
+
+def _as_rgb(color: np.ndarray) -> np.ndarray:
+    if color.ndim == 2:
+        return np.repeat(color[..., None], 3, axis=2)
+    return np.ascontiguousarray(color)
+
+
+def _usable_icc(profile: object) -> bytes | None:
+    """Only RGB and gray profiles still describe the pixels we hand out (CMYK ones do not)."""
+    if isinstance(profile, bytes) and profile[16:20] in (b"RGB ", b"GRAY"):
+        return profile
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def picture_from_array(array: np.ndarray) -> Picture:
+    """A Picture from an H x W (gray), H x W x 2 (gray + alpha), x 3 (RGB) or x 4 (RGBA) uint8/16 array."""
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"array: dtype must be uint8 or uint16, not {array.dtype}")
+    channels = 1 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
+    if channels not in (1, 2, 3, 4) or array.size == 0:
+        raise ImageError(f"array: shape must be H x W or H x W x 1-4, not {array.shape}")
+    planes = array.reshape(array.shape[0], array.shape[1], channels)
+    color = planes[..., 0] if channels <= 2 else planes[..., :3]
+    alpha = planes[..., -1].copy() if channels in (2, 4) else None
+    return Picture(pixels=_as_rgb(color).copy(), alpha=alpha, is_gray=channels <= 2, source_format="PNG")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def format_for_path(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in SUPPORTED_EXTENSIONS:
+        return SUPPORTED_EXTENSIONS[suffix]
+    known = ", ".join(SUPPORTED_EXTENSIONS)
+    what = f"unknown image extension '{suffix}'" if suffix else "no file extension"
+    raise ImageError(f"{path}: {what} (use one of {known})")
+
+
+def encode_image(picture: Picture, fmt: str, *, quality: int = 95) -> bytes:
+    fmt = _canonical_format(fmt)
+    if not 1 <= quality <= 100:
+        raise OptionError(f"quality must be between 1 and 100, not {quality}")
+    alpha = picture.alpha if fmt in _ALPHA_FORMATS else None
+    gray = _writes_gray(picture, fmt, alpha)
+    icc = picture.icc_profile if _icc_fits(picture.icc_profile, gray) else None
+    exif = picture.exif if fmt in _METADATA_FORMATS else None
+    try:
+        if picture.bit_depth == 16 and fmt in _SIXTEEN_BIT_FORMATS and not (gray and alpha is None):
+            return _encode_16bit_color(picture.pixels, alpha, fmt, icc, exif)
+        image = _pillow_image(picture, alpha, gray, keep_16bit=fmt in _SIXTEEN_BIT_FORMATS)
+        return _pillow_encode(image, fmt, quality, icc, exif)
+    except (OSError, ValueError, cv2.error) as exc:
+        raise ImageError(f"cannot encode the image as {fmt}: {_one_line(exc)}") from None
+
+
+def save_image(picture: Picture, path: str | Path, *, overwrite: bool = False, quality: int = 95) -> Path:
+    """Encode by the path's extension and write atomically; an existing file is kept unless overwrite."""
+    path = Path(path)
+    fmt = format_for_path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory")
+    if path.exists() and not overwrite:
+        raise ImageError(f"{path} exists (use --overwrite)")
+    data = encode_image(picture, fmt, quality=quality)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, data)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({exc.strerror or _one_line(exc)})") from None
+    return path
+
+
+def _canonical_format(fmt: str) -> str:
+    name = fmt.upper().lstrip(".")
+    name = _FORMAT_ALIASES.get(name, name)
+    if name not in _ENCODABLE:
+        raise ImageError(f"cannot write {fmt} images (use one of {', '.join(_ENCODABLE)})")
+    return name
+
+
+def _writes_gray(picture: Picture, fmt: str, alpha: np.ndarray | None) -> bool:
+    if not picture.is_gray or fmt not in _GRAY_FORMATS:
+        return False
+    # Neither OpenCV nor Pillow writes 16-bit gray + alpha: such pictures are written as RGBA.
+    return not (picture.bit_depth == 16 and alpha is not None and fmt in _SIXTEEN_BIT_FORMATS)
+
+
+def _icc_fits(profile: bytes | None, gray: bool) -> bool:
+    return profile is not None and profile[16:20] == (b"GRAY" if gray else b"RGB ")
+
+
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    return np.asarray(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
+
+
+def _to_8bit(plane: np.ndarray) -> np.ndarray:
+    if plane.dtype == np.uint8:
+        return plane
+    return ((plane.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _pillow_image(picture: Picture, alpha: np.ndarray | None, gray: bool, keep_16bit: bool) -> Image.Image:
+    if gray and alpha is None and keep_16bit and picture.bit_depth == 16:
+        return Image.fromarray(_luma(picture.pixels))  # mode I;16
+    pixels = _to_8bit(picture.pixels)
+    color = _luma(pixels) if gray else pixels
+    planes = color if alpha is None else np.dstack([color, _to_8bit(alpha)])
+    return Image.fromarray(planes)  # mode L, LA, RGB or RGBA from the shape
+
+
+def _pillow_encode(
+    image: Image.Image, fmt: str, quality: int, icc: bytes | None, exif: bytes | None
+) -> bytes:
+    options: dict[str, Any] = {}
+    if fmt in ("JPEG", "WEBP", "HEIF"):
+        options["quality"] = quality
+    if fmt == "TIFF":
+        options["compression"] = "tiff_lzw"
+    if icc:
+        options["icc_profile"] = icc
+    if exif:
+        options["exif"] = exif
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _encode_16bit_color(
+    pixels: np.ndarray, alpha: np.ndarray | None, fmt: str, icc: bytes | None, exif: bytes | None
+) -> bytes:
+    """16-bit RGB(A) through OpenCV, since Pillow has no 16-bit colour modes."""
+    bgr = pixels[..., ::-1] if alpha is None else np.dstack([pixels[..., ::-1], alpha])
+    ok, encoded = cv2.imencode(".png" if fmt == "PNG" else ".tiff", np.ascontiguousarray(bgr))
+    if not ok:
+        raise ValueError("OpenCV could not encode the pixels")
+    data = encoded.tobytes()
+    # OpenCV's TIFF writer takes no metadata; for PNG we add the chunks ourselves.
+    return _png_with_metadata(data, icc, exif) if fmt == "PNG" else data
+
+
+def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    chunks = b""
+    if icc:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif.removeprefix(_EXIF_PREFIX))
+    after_ihdr = 8 + 4 + 4 + 13 + 4  # signature, IHDR length, type, data, CRC
+    return png[:after_ihdr] + chunks + png[after_ihdr:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    temp: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, delete=False, prefix="." + path.name, suffix=".part"
+        ) as part:
+            temp = Path(part.name)
+            part.write(data)
+            part.flush()
+            os.fsync(part.fileno())
+        os.chmod(temp, 0o666 & ~_UMASK)  # NamedTemporaryFile creates 0600 files
+        os.replace(temp, path)
+    except BaseException:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        raise

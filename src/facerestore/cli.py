@@ -17,7 +17,7 @@ from facerestore.detection import DETECTORS, DetectionOptions
 from facerestore.errors import FaceRestoreError
 from facerestore.image_io import DEFAULT_MAX_PIXELS, load_image
 from facerestore.pipeline import ProgressCallback, RestoreOptions, Restorer
-from facerestore.upscaling import BG_UPSAMPLERS
+from facerestore.upscaling import BG_UPSAMPLERS, PRECISIONS
 
 
 def _add_detection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +62,12 @@ def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", *BG_UPSAMPLERS),
         default="auto",
         help="background: auto (x4plus on GPU, compact on CPU), a network, or none (Lanczos)",
+    )
+    parser.add_argument(
+        "--bg-precision",
+        choices=("auto", *PRECISIONS),
+        default="auto",
+        help="background network arithmetic: auto (int8 for the compact network on a CPU), fp32, int8",
     )
     parser.add_argument("--tile", type=int, default=256, help="background tile size in input pixels")
     parser.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore whole")
@@ -113,6 +119,7 @@ def _restore_options(args: argparse.Namespace) -> RestoreOptions:
         face_model=args.face_model,
         model_path=args.model_path,
         bg_upsampler=args.bg_upsampler,
+        bg_precision=args.bg_precision,
         fidelity=args.fidelity,
         blend=args.blend,
         color_fix=args.color_fix,

@@ -34,6 +34,7 @@ from facerestore.image_io import Picture
 from facerestore.restoration import DEFAULT_FIDELITY, FaceRestorer, create_face_restorer
 from facerestore.upscaling import (
     BG_UPSAMPLERS,
+    PRECISIONS,
     BackgroundUpscaler,
     NetworkUpscaler,
     TileOptions,
@@ -55,6 +56,7 @@ class RestoreOptions:
     face_model: str = "auto"  # registry name, or "auto": best installed face prior, else Real-ESRGAN
     model_path: str | None = None  # an explicit face model file (needs face_model naming its kind)
     bg_upsampler: str = "auto"  # one of upscaling.BG_UPSAMPLERS, or "auto" (see resolve_bg_upsampler)
+    bg_precision: str = "auto"  # "fp32", "int8", or "auto" (see resolve_bg_precision)
     fidelity: float = DEFAULT_FIDELITY  # CodeFormer: 0 = strongest restoration, 1 = closest to the input
     blend: float = 1.0  # 1 = fully restored face, 0 = the original face
     color_fix: bool = True
@@ -77,6 +79,10 @@ class RestoreOptions:
             raise OptionError(
                 f"unknown background upsampler '{self.bg_upsampler}' "
                 f"(choose from auto, {', '.join(BG_UPSAMPLERS)})"
+            )
+        if self.bg_precision not in ("auto", *PRECISIONS):
+            raise OptionError(
+                f"unknown precision '{self.bg_precision}' (choose from auto, {', '.join(PRECISIONS)})"
             )
         if self.device not in runtime.DEVICES:
             raise OptionError(f"unknown device '{self.device}' (choose from {', '.join(runtime.DEVICES)})")
@@ -121,6 +127,15 @@ def resolve_bg_upsampler(name: str, device: str) -> str:
     return "realesrgan-x4plus" if runtime.uses_accelerator(device) else "realesr-compact-x4"
 
 
+def resolve_bg_precision(precision: str, upsampler: str, device: str) -> str:
+    """'auto': int8 for the compact network on a CPU (~1.5x faster, 43 dB from fp32); fp32 otherwise, since
+    x4plus loses 7 dB in int8 and accelerators gain little."""
+    if precision != "auto":
+        return precision
+    compact_on_cpu = upsampler.startswith("realesr-compact") and not runtime.uses_accelerator(device)
+    return "int8" if compact_on_cpu else "fp32"
+
+
 class _Timer:
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
@@ -161,9 +176,9 @@ class Restorer:
     @cached_property
     def background(self) -> BackgroundUpscaler:
         with self._lock:
-            return create_upscaler(
-                self.bg_upsampler_name, self.options.device, TileOptions(self.options.tile)
-            )
+            name, device = self.bg_upsampler_name, self.options.device
+            precision = resolve_bg_precision(self.options.bg_precision, name, device)
+            return create_upscaler(name, device, TileOptions(self.options.tile), precision)
 
     @cached_property
     def face_restorer(self) -> FaceRestorer:

@@ -19,9 +19,11 @@ import numpy as np
 from facerestore import registry, runtime
 from facerestore.errors import ModelError, OptionError
 from facerestore.ncnn_import import ncnn_to_onnx
+from facerestore.quantization import int8_model_bytes
 
 Progress = Callable[[int, int], None]  # (done, total)
 BG_UPSAMPLERS = ("realesrgan-x4plus", "realesr-compact-x4", "realesr-compact-x2", "none")
+PRECISIONS = ("fp32", "int8")
 MAX_SCALE = 8.0
 
 
@@ -102,14 +104,24 @@ class NetworkUpscaler:
     """A super-resolution network (native scale s) applied in tiles, resized to any requested factor."""
 
     def __init__(
-        self, entry: registry.ModelEntry, device: str = "cpu", tiles: TileOptions | None = None
+        self,
+        entry: registry.ModelEntry,
+        device: str = "cpu",
+        tiles: TileOptions | None = None,
+        precision: str = "fp32",
     ) -> None:
         if entry.purpose is not registry.Purpose.UPSCALER:
             raise ModelError(f"model '{entry.name}' is not an upscaler")
+        if precision not in PRECISIONS:
+            raise OptionError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
         self.name = entry.name
         self.native_scale = entry.scale
         self.tiles = tiles or TileOptions()
-        self.session = runtime.create_session(load_network_bytes(entry), device)
+        self.precision = precision
+        model = load_network_bytes(entry)
+        if precision == "int8":
+            model = int8_model_bytes(entry, model)
+        self.session = runtime.create_session(model, device)
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, rgb: np.ndarray) -> np.ndarray:
@@ -152,9 +164,11 @@ class NetworkUpscaler:
         return result
 
 
-def create_upscaler(name: str, device: str = "cpu", tiles: TileOptions | None = None) -> BackgroundUpscaler:
+def create_upscaler(
+    name: str, device: str = "cpu", tiles: TileOptions | None = None, precision: str = "fp32"
+) -> BackgroundUpscaler:
     if name == "none":
         return ClassicalUpscaler()
     if name not in BG_UPSAMPLERS:
         raise OptionError(f"unknown background upsampler '{name}' (choose from {', '.join(BG_UPSAMPLERS)})")
-    return NetworkUpscaler(registry.get_entry(name), device, tiles)
+    return NetworkUpscaler(registry.get_entry(name), device, tiles, precision)

@@ -31,7 +31,7 @@ from facerestore.blending import looks_gray, match_colour, paste_face, to_gray
 from facerestore.detection import DetectionOptions, Face, create_detector, detect_faces
 from facerestore.errors import OptionError
 from facerestore.image_io import Picture
-from facerestore.restoration import DEFAULT_FIDELITY, FaceRestorer, create_face_restorer
+from facerestore.restoration import DEFAULT_FIDELITY, FaceRestorer, create_face_restorer, resolve_face_model
 from facerestore.upscaling import (
     BG_UPSAMPLERS,
     PRECISIONS,
@@ -89,8 +89,7 @@ class RestoreOptions:
         if not 32 <= self.tile <= 2048:
             raise OptionError(f"tile {self.tile} is out of range (32 to 2048)")
         self.detection.validate()
-        if self.face_model != "auto":
-            registry.get_entry(self.face_model)
+        resolve_face_model(self.face_model, self.model_path)
 
 
 @dataclass(frozen=True)
@@ -181,6 +180,10 @@ class Restorer:
             return create_upscaler(name, device, TileOptions(self.options.tile), precision)
 
     @cached_property
+    def face_model_name(self) -> str:
+        return resolve_face_model(self.options.face_model, self.options.model_path).name
+
+    @cached_property
     def face_restorer(self) -> FaceRestorer:
         with self._lock:
             return create_face_restorer(self.options.face_model, self.options.device, self.options.model_path)
@@ -205,13 +208,14 @@ class Restorer:
             pixels, faces, crops = self._restore_photo(picture.pixels, timer, report)
         with timer.stage("upscale"):
             alpha = None if picture.alpha is None else resize(picture.alpha, pixels.shape[:2])
+        with timer.stage("paste"):
             if picture.is_gray or looks_gray(picture.pixels):
                 pixels = to_gray(pixels)
         report("done", 1, 1)
         return RestoreResult(
             picture=picture.with_pixels(pixels, alpha),
             faces=tuple(faces),
-            face_model=self.face_restorer.name,
+            face_model=self.face_model_name,
             bg_upsampler=self.bg_upsampler_name,
             timings={k: round(v, 4) for k, v in timer.totals.items()},
             crops=tuple(crops) if keep_crops else (),

@@ -121,24 +121,23 @@ def installed_face_priors() -> list[registry.ModelEntry]:
     return [e for e in registry.entries(registry.Purpose.FACE_RESTORER) if registry.is_installed(e)]
 
 
-def create_face_restorer(
-    name: str = "auto",
-    device: str = "cpu",
-    model_path: str | Path | None = None,
-    upscaler: NetworkUpscaler | None = None,
-) -> FaceRestorer:
+def resolve_face_model(name: str = "auto", model_path: str | Path | None = None) -> registry.ModelEntry:
     """'auto' takes the first installed face prior in registry order (GFPGAN 1.4 first), else Real-ESRGAN."""
-    if name == "auto" and model_path is None:
-        priors = installed_face_priors()
-        if priors:
-            return FacePriorRestorer(priors[0], device)
-        name = "realesrgan-x4plus"
-    if name == "auto":
+    if name == "auto" and model_path is not None:
         raise OptionError("--model-path needs --face-model naming the model it holds (e.g. gfpgan-1.4)")
+    if name == "auto":
+        priors = installed_face_priors()
+        return priors[0] if priors else registry.get_entry("realesrgan-x4plus")
     entry = registry.get_entry(name)
+    if entry.purpose is registry.Purpose.DETECTOR:
+        raise OptionError(f"'{name}' is a face detector, not a face restorer")
+    return entry
+
+
+def create_face_restorer(
+    name: str = "auto", device: str = "cpu", model_path: str | Path | None = None
+) -> FaceRestorer:
+    entry = resolve_face_model(name, model_path)
     if entry.purpose is registry.Purpose.UPSCALER:
-        network = (
-            upscaler if upscaler and upscaler.name == name else NetworkUpscaler(entry, device, TileOptions())
-        )
-        return SuperResolutionFaceRestorer(network)
+        return SuperResolutionFaceRestorer(NetworkUpscaler(entry, device, TileOptions()))
     return FacePriorRestorer(entry, device, model_path)

@@ -17,6 +17,7 @@ from facerestore.detection import DETECTORS, DetectionOptions
 from facerestore.errors import FaceRestoreError
 from facerestore.image_io import DEFAULT_MAX_PIXELS, load_image
 from facerestore.pipeline import ProgressCallback, RestoreOptions, Restorer
+from facerestore.server import config as server_config
 from facerestore.upscaling import BG_UPSAMPLERS, PRECISIONS
 
 
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="web page and HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    server_config.add_arguments(serve)
     return parser
 
 
@@ -276,7 +278,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from facerestore.server import serve  # the web stack loads only for this command
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, config=server_config.from_arguments(args))
     return 0
 
 

@@ -9,6 +9,10 @@ class ImageError(FaceRestoreError):
     """The input cannot be read as an image (corrupt, truncated, unsupported, too large)."""
 
 
+class ImageTooLargeError(ImageError):
+    """The image declares more pixels than the configured limit (a decompression bomb, or just too big)."""
+
+
 class ModelError(FaceRestoreError):
     """A model is missing, fails its checksum, or does not fit its declared contract."""
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
-from facerestore.errors import ImageError, OptionError
+from facerestore.errors import ImageError, ImageTooLargeError, OptionError
 
 
 def _register_heif() -> bool:
@@ -182,7 +182,7 @@ def _decoding_errors(name: str) -> Iterator[None]:
 def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{name}: {width}x{height} = {width * height / 1e6:g} megapixels exceeds the limit of "
             f"{max_pixels / 1e6:g} megapixels (raise it with --max-pixels)"
         )

@@ -8,17 +8,15 @@ functions as values and comes back as a ``RestoreResult``.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from facerestore import registry, runtime
+from facerestore import runtime
 from facerestore.alignment import (
     AlignedFace,
     align_face,
@@ -28,17 +26,16 @@ from facerestore.alignment import (
     rescale_affine,
 )
 from facerestore.blending import looks_gray, match_colour, paste_face, to_gray
-from facerestore.detection import DetectionOptions, Face, create_detector, detect_faces
+from facerestore.detection import DETECTORS, DetectionOptions, Face, SingleScaleDetector, detect_faces
 from facerestore.errors import OptionError
 from facerestore.image_io import Picture
-from facerestore.restoration import DEFAULT_FIDELITY, FaceRestorer, create_face_restorer, resolve_face_model
+from facerestore.networks import Networks
+from facerestore.restoration import DEFAULT_FIDELITY, FaceRestorer, resolve_face_model
 from facerestore.upscaling import (
     BG_UPSAMPLERS,
     PRECISIONS,
     BackgroundUpscaler,
     NetworkUpscaler,
-    TileOptions,
-    create_upscaler,
     from_float,
     output_size,
     resize,
@@ -90,6 +87,8 @@ class RestoreOptions:
             raise OptionError(f"tile {self.tile} is out of range (32 to 2048)")
         self.detection.validate()
         resolve_face_model(self.face_model, self.model_path)
+        if self.detector not in DETECTORS:
+            raise OptionError(f"unknown detector '{self.detector}' (choose from {', '.join(DETECTORS)})")
 
 
 @dataclass(frozen=True)
@@ -154,45 +153,48 @@ def _rgb8(image: np.ndarray) -> np.ndarray:
 
 
 class Restorer:
-    """Restores faces in pictures. Networks load on first use; ``restore`` and ``detect`` are thread-safe."""
+    """Restores faces in pictures with fixed options. Networks come from a ``Networks`` pool, loading on first
+    use; restorers built with ``with_options`` share them. ``restore`` and ``detect`` are thread-safe."""
 
-    def __init__(self, options: RestoreOptions | None = None) -> None:
+    def __init__(self, options: RestoreOptions | None = None, networks: Networks | None = None) -> None:
         self.options = options or RestoreOptions()
         self.options.validate()
-        self._lock = threading.Lock()
+        self.networks = networks or Networks()
 
-    @cached_property
-    def detector(self) -> Any:
-        with self._lock:
-            return create_detector(
-                self.options.detector, self.options.device, self.options.detector_model_path
-            )
+    def with_options(self, options: RestoreOptions) -> Restorer:
+        """Another restorer (say, another scale or fidelity) sharing this one's loaded networks."""
+        return Restorer(options, self.networks)
 
-    @cached_property
+    @property
+    def detector(self) -> SingleScaleDetector:
+        options = self.options
+        return self.networks.detector(options.detector, options.device, options.detector_model_path)
+
+    @property
     def bg_upsampler_name(self) -> str:
         return resolve_bg_upsampler(self.options.bg_upsampler, self.options.device)
 
-    @cached_property
+    @property
     def background(self) -> BackgroundUpscaler:
-        with self._lock:
-            name, device = self.bg_upsampler_name, self.options.device
-            precision = resolve_bg_precision(self.options.bg_precision, name, device)
-            return create_upscaler(name, device, TileOptions(self.options.tile), precision)
+        name, device = self.bg_upsampler_name, self.options.device
+        precision = resolve_bg_precision(self.options.bg_precision, name, device)
+        return self.networks.background(name, device, precision, self.options.tile)
 
-    @cached_property
+    @property
     def face_model_name(self) -> str:
+        """What the face model option resolves to ('auto' included), without loading it."""
         return resolve_face_model(self.options.face_model, self.options.model_path).name
 
-    @cached_property
+    @property
     def face_restorer(self) -> FaceRestorer:
-        with self._lock:
-            return create_face_restorer(self.options.face_model, self.options.device, self.options.model_path)
+        return self.networks.face_restorer(
+            self.options.face_model, self.options.device, self.options.model_path
+        )
 
-    @cached_property
+    @property
     def region_upscaler(self) -> NetworkUpscaler:
         """The network that enlarges tiny faces' regions before a face prior sees them."""
-        with self._lock:
-            return NetworkUpscaler(registry.get_entry("realesrgan-x4plus"), self.options.device)
+        return self.networks.region_upscaler(self.options.device)
 
     def detect(self, picture: Picture) -> list[Face]:
         return detect_faces(self.detector, _rgb8(picture.pixels), self.options.detection)

@@ -135,9 +135,13 @@ def resolve_face_model(name: str = "auto", model_path: str | Path | None = None)
 
 
 def create_face_restorer(
-    name: str = "auto", device: str = "cpu", model_path: str | Path | None = None
+    name: str = "auto",
+    device: str = "cpu",
+    model_path: str | Path | None = None,
+    network: NetworkUpscaler | None = None,
 ) -> FaceRestorer:
+    """A face restorer; ``network``, when given, is the already loaded super-resolution network to use."""
     entry = resolve_face_model(name, model_path)
     if entry.purpose is registry.Purpose.UPSCALER:
-        return SuperResolutionFaceRestorer(NetworkUpscaler(entry, device, TileOptions()))
+        return SuperResolutionFaceRestorer(network or NetworkUpscaler(entry, device, TileOptions()))
     return FacePriorRestorer(entry, device, model_path)

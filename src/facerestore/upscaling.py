@@ -6,6 +6,7 @@ requested factor and written straight into the output buffer, in the photo's own
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,6 +125,12 @@ class NetworkUpscaler:
         self.session = runtime.create_session(model, device)
         self.input_name = self.session.get_inputs()[0].name
 
+    def with_tiles(self, tiles: TileOptions) -> NetworkUpscaler:
+        """The same loaded network with other tile settings."""
+        other = copy.copy(self)
+        other.tiles = tiles
+        return other
+
     def run(self, rgb: np.ndarray) -> np.ndarray:
         """One float32 RGB [0, 1] array (H, W, 3) through the network -> (sH, sW, 3)."""
         blob = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
@@ -162,13 +169,3 @@ class NetworkUpscaler:
                 if progress:
                     progress(done, total)
         return result
-
-
-def create_upscaler(
-    name: str, device: str = "cpu", tiles: TileOptions | None = None, precision: str = "fp32"
-) -> BackgroundUpscaler:
-    if name == "none":
-        return ClassicalUpscaler()
-    if name not in BG_UPSAMPLERS:
-        raise OptionError(f"unknown background upsampler '{name}' (choose from {', '.join(BG_UPSAMPLERS)})")
-    return NetworkUpscaler(registry.get_entry(name), device, tiles, precision)

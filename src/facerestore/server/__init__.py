@@ -1,0 +1,36 @@
+"""HTTP API (/v1) and web page over the engine: ``facerestore serve``.
+
+Importing this package stays light (the CLI builds its parser from it); the web stack loads in ``serve``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from facerestore.server.config import ServerConfig
+
+__all__ = ["ServerConfig", "serve", "url_for"]
+
+
+def url_for(host: str, port: int) -> str:
+    try:
+        shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        shown = host  # a host name
+    return f"http://{shown}:{port}/"
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, config: ServerConfig | None = None) -> None:
+    import uvicorn
+
+    from facerestore.server.app import create_app
+
+    config = config or ServerConfig()
+    print(
+        f"facerestore: web page and API at {url_for(host, port)} (API description: /v1/openapi.json)",
+        flush=True,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        note = "" if config.api_keys else "; no API key is set, so anyone who reaches it can use it"
+        print(f"facerestore: listening on {host}, reachable from other machines{note}", flush=True)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info", server_header=False)

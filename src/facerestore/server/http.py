@@ -1,0 +1,143 @@
+"""HTTP plumbing: JSON errors, the upload size limit, API keys, and headers that keep the page local."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("facerestore.server")
+PUBLIC_PATHS = ("/v1/health", "/v1/ready", "/v1/openapi.json")  # open even when API keys are set
+# Nothing on the page may load from, or send to, anywhere but this server.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with its status code."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    one_line = " ".join(message.split())
+    return JSONResponse({"error": one_line}, status_code=status, headers=headers)
+
+
+async def handle_api_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.message, error.headers)
+
+
+async def handle_http_exception(_: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    headers = dict(error.headers or {})
+    message = str(error.detail)
+    if error.status_code == 405:
+        message = f"{message}: this path takes {headers.get('Allow', 'another method')}"
+    return error_response(error.status_code, message, headers)
+
+
+async def handle_unexpected(request: Request, error: Exception) -> Response:
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "internal error (details are in the server's log)")
+
+
+async def _send_json(send: Send, status: int, body: dict[str, str], headers: dict[str, str]) -> None:
+    payload = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodySizeLimit:
+    """413 for a body over the limit: at once from Content-Length, else while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def _message(self) -> str:
+        return f"the upload is larger than this server's limit of {self.max_bytes / (1 << 20):g} MB"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_json(send, 413, {"error": self._message()}, {"connection": "close"})
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise ApiError(413, self._message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class ApiKeyCheck:
+    """Bearer tokens for /v1 (except health, readiness and the description) when keys are configured."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
+        self.app, self.keys = app, tuple(key.encode() for key in keys)
+
+    def _allowed(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if (
+            not self.keys
+            or not path.startswith("/v1/")
+            or path in PUBLIC_PATHS
+            or scope["method"] == "OPTIONS"
+        ):
+            return True
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        offered = token.strip().encode()
+        return scheme.lower() == "bearer" and any(hmac.compare_digest(offered, key) for key in self.keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            message = "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
+            await _send_json(send, 401, {"error": message}, {"www-authenticate": "Bearer"})
+            return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                ]
+                if scope["path"].startswith("/v1/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -132,6 +132,29 @@ def test_faces_are_pasted_exactly_where_they_were(shared_dir: Path, negative_pri
     assert np.array_equal(after[corner], before[corner]), "pixels away from faces are untouched"
 
 
+def test_faces_land_on_the_enlarged_background_to_a_tenth_of_a_pixel(
+    old_print: Path, negative_prior: tuple[str, Path]
+) -> None:
+    """At 2x the pasted face must sit exactly where the enlarged background has it: any sub-pixel offset
+    between the two would show as a double edge in the feathered band."""
+    name, path = negative_prior
+    picture = load_image(old_print)
+    options = RestoreOptions(face_model=name, model_path=str(path), bg_upsampler="none", color_fix=False)
+    result = Restorer(options).restore(picture)
+    output = result.picture.pixels
+    expected = 255 - cv2.resize(
+        picture.pixels, (output.shape[1], output.shape[0]), interpolation=cv2.INTER_LINEAR
+    )
+    for restored in result.faces:
+        x1, y1, x2, y2 = (int(v * 2) for v in restored.face.box)
+        pasted, wanted = (
+            cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_RGB2GRAY).astype(np.float64)
+            for image in (output, expected)
+        )
+        (dx, dy), _ = cv2.phaseCorrelate(wanted, pasted)
+        assert np.hypot(dx, dy) < 0.1, (dx, dy)
+
+
 def test_blend_zero_keeps_the_original_face(shared_dir: Path, negative_prior: tuple[str, Path]) -> None:
     name, path = negative_prior
     picture = load_image(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg")

@@ -85,12 +85,22 @@ def alignment_affine(face: Face, size: int, template: str = "ffhq") -> np.ndarra
     return similarity_transform(face.landmark_array(), template_points(size, template))
 
 
+def for_opencv(affine: np.ndarray) -> np.ndarray:
+    """The affine for cv2.warpAffine. Our coordinates are continuous, pixel i spanning [i, i+1) as the
+    detector reports them, so every resize is a plain product; OpenCV puts pixel centres on integers."""
+    converted = affine.astype(np.float64).copy()
+    converted[:, 2] += converted[:, :2].sum(axis=1) * 0.5 - 0.5
+    return converted
+
+
 def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq") -> AlignedFace:
     """Warps the face into a size x size crop. Pixels beyond the photo border are mirrored, so the network
     sees plausible context; only pixels inside the photo are ever pasted back."""
     matrix = alignment_affine(face, size, template)
     interpolation = cv2.INTER_AREA if face_scale(face, size, template) < 1 else cv2.INTER_CUBIC
-    crop = cv2.warpAffine(image, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REFLECT_101)
+    crop = cv2.warpAffine(
+        image, for_opencv(matrix), (size, size), flags=interpolation, borderMode=cv2.BORDER_REFLECT_101
+    )
     return AlignedFace(crop=crop, affine=matrix, face=face)
 
 
@@ -102,7 +112,7 @@ def warp_back(
 ) -> np.ndarray:
     """Samples the crop onto an image region (x, y, width, height); ``affine`` maps image to crop."""
     x, y, width, height = region
-    shifted = affine.astype(np.float64).copy()
+    shifted = for_opencv(affine)
     shifted[:, 2] += shifted[:, :2] @ np.array([x, y], dtype=np.float64)
     return cv2.warpAffine(
         crop,

@@ -93,15 +93,23 @@ def for_opencv(affine: np.ndarray) -> np.ndarray:
     return converted
 
 
-def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq") -> AlignedFace:
-    """Warps the face into a size x size crop. Pixels beyond the photo border are mirrored, so the network
-    sees plausible context; only pixels inside the photo are ever pasted back."""
-    matrix = alignment_affine(face, size, template)
-    interpolation = cv2.INTER_AREA if face_scale(face, size, template) < 1 else cv2.INTER_CUBIC
-    crop = cv2.warpAffine(
-        image, for_opencv(matrix), (size, size), flags=interpolation, borderMode=cv2.BORDER_REFLECT_101
+def cut_crop(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
+    """The size x size crop that ``affine`` maps image pixels into. Pixels beyond the photo border are
+    mirrored, so a network sees plausible context; only pixels inside the photo are ever pasted back."""
+    shrinks = abs(np.linalg.det(affine[:, :2])) < 1
+    return cv2.warpAffine(
+        image,
+        for_opencv(affine),
+        (size, size),
+        flags=cv2.INTER_AREA if shrinks else cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REFLECT_101,
     )
-    return AlignedFace(crop=crop, affine=matrix, face=face)
+
+
+def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq") -> AlignedFace:
+    """Warps the face into a size x size crop aligned to the template."""
+    matrix = alignment_affine(face, size, template)
+    return AlignedFace(crop=cut_crop(image, matrix, size), affine=matrix, face=face)
 
 
 def warp_back(

@@ -38,6 +38,27 @@ def match_colour(restored: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.clip(restored - low_restored + low_reference, 0.0, 1.0)
 
 
+def keep_native_detail(restored: np.ndarray, native: np.ndarray, seen_side: int) -> np.ndarray:
+    """The restored face with the native face's fine detail wherever the native face has more of it.
+
+    A restorer that saw the face ``seen_side`` pixels across knows nothing finer than that, so a sharp face
+    larger than its input comes back smoother than it went in. Below that band the result is the
+    restorer's; above it, each place takes the detail of whichever image has more there: a sharp photo keeps
+    its real lashes and skin, a blurry one keeps the restorer's. Both are float32 RGB crops of the same
+    aligned frame; ``restored`` is resized to the native crop's side.
+    """
+    side = native.shape[0]
+    restored = resize(restored, native.shape[:2]).astype(np.float32)
+    sigma = 0.375 * side / seen_side  # Gaussian response 1/2 at the Nyquist frequency of what was seen
+    restored_low = cv2.GaussianBlur(restored, (0, 0), sigma)
+    restored_detail = restored - restored_low
+    native_detail = native.astype(np.float32) - cv2.GaussianBlur(native.astype(np.float32), (0, 0), sigma)
+    restored_energy = cv2.GaussianBlur((restored_detail @ _LUMA) ** 2, (0, 0), 2 * sigma)
+    native_energy = cv2.GaussianBlur((native_detail @ _LUMA) ** 2, (0, 0), 2 * sigma)
+    weight = (native_energy**2 / (native_energy**2 + restored_energy**2 + 1e-12))[..., None]
+    return np.clip(restored_low + weight * native_detail + (1 - weight) * restored_detail, 0.0, 1.0)
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Luma replicated in three channels, in the input's dtype."""
     luma = image.astype(np.float32) @ _LUMA

@@ -22,10 +22,11 @@ from facerestore.alignment import (
     align_face,
     alignment_affine,
     crop_footprint,
+    cut_crop,
     face_scale,
     rescale_affine,
 )
-from facerestore.blending import looks_gray, match_colour, paste_face, to_gray
+from facerestore.blending import keep_native_detail, looks_gray, match_colour, paste_face, to_gray
 from facerestore.detection import DETECTORS, DetectionOptions, Face, SingleScaleDetector, detect_faces
 from facerestore.errors import OptionError
 from facerestore.image_io import Picture
@@ -45,6 +46,7 @@ from facerestore.upscaling import (
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 TINY_FACE_WIDTH = 100  # px: below this, face priors get their crop from a super-resolved region first
+NATIVE_DETAIL_MAX_SIDE = 2048  # px: the largest crop at which a big face's own fine detail is merged back
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,7 @@ class Restorer:
             report("faces", index, len(faces))
             record, before, after, affine = self._restore_face(pixels, face, timer)
             with timer.stage("paste"):
+                after, affine = with_native_detail(pixels, after, affine, scale, record.crop_size)
                 paste_face(canvas, after, rescale_affine(affine, scale), self.options.blend)
             restored.append(record)
             crops.append((from_float(before, np.dtype(np.uint8)), from_float(after, np.dtype(np.uint8))))
@@ -300,6 +303,8 @@ class Restorer:
             if self.options.color_fix:
                 after = match_colour(after, before)
         with timer.stage("paste"):
+            if size < 0.8 * max(height, width):
+                after = keep_native_detail(after, resize(to_float(pixels), after.shape[:2]), size)
             mixed = after * self.options.blend + resize(before, after.shape[:2]) * (1 - self.options.blend)
             result = from_float(resize(mixed, target), pixels.dtype)
         face = Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())
@@ -309,3 +314,19 @@ class Restorer:
             [record],
             [(from_float(before, np.dtype(np.uint8)), from_float(after, np.dtype(np.uint8)))],
         )
+
+
+def with_native_detail(
+    pixels: np.ndarray, restored: np.ndarray, affine: np.ndarray, scale: float, seen_side: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A restorer that saw the face below its native resolution (a big face, or a fast crop) lost the
+    photo's own fine detail: merges it back at the face's output resolution (at most
+    NATIVE_DETAIL_MAX_SIDE). ``affine`` maps ``pixels`` into ``restored``; returns the crop to paste and the
+    affine mapping ``pixels`` into it."""
+    native_side = restored.shape[0] / math.sqrt(abs(np.linalg.det(affine[:, :2])))
+    if seen_side >= 0.8 * native_side:
+        return restored, affine
+    side = int(np.clip(round(native_side * scale), restored.shape[0], NATIVE_DETAIL_MAX_SIDE))
+    affine = affine * (side / restored.shape[0])
+    native = to_float(cut_crop(pixels, affine, side))
+    return keep_native_detail(restored, native, seen_side), affine

@@ -47,6 +47,7 @@ from facerestore.upscaling import (
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 TINY_FACE_WIDTH = 100  # px: below this, face priors get their crop from a super-resolved region first
 NATIVE_DETAIL_MAX_SIDE = 2048  # px: the largest crop at which a big face's own fine detail is merged back
+SAW_ENOUGH = 0.8  # a restorer that saw at least this share of a face's own pixels across lost no detail
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ class Restorer:
             if self.options.color_fix:
                 after = match_colour(after, before)
         with timer.stage("paste"):
-            if size < 0.8 * max(height, width):
+            if size < SAW_ENOUGH * max(height, width):
                 after = keep_native_detail(after, resize(to_float(pixels), after.shape[:2]), size)
             mixed = after * self.options.blend + resize(before, after.shape[:2]) * (1 - self.options.blend)
             result = from_float(resize(mixed, target), pixels.dtype)
@@ -324,7 +325,7 @@ def with_native_detail(
     NATIVE_DETAIL_MAX_SIDE). ``affine`` maps ``pixels`` into ``restored``; returns the crop to paste and the
     affine mapping ``pixels`` into it."""
     native_side = restored.shape[0] / math.sqrt(abs(np.linalg.det(affine[:, :2])))
-    if seen_side >= 0.8 * native_side:
+    if seen_side >= SAW_ENOUGH * native_side:
         return restored, affine
     side = int(np.clip(round(native_side * scale), restored.shape[0], NATIVE_DETAIL_MAX_SIDE))
     affine = affine * (side / restored.shape[0])

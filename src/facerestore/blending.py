@@ -44,19 +44,25 @@ def keep_native_detail(restored: np.ndarray, native: np.ndarray, seen_side: int)
     A restorer that saw the face ``seen_side`` pixels across knows nothing finer than that, so a sharp face
     larger than its input comes back smoother than it went in. Below that band the result is the
     restorer's; above it, each place takes the detail of whichever image has more there: a sharp photo keeps
-    its real lashes and skin, a blurry one keeps the restorer's. Both are float32 RGB crops of the same
-    aligned frame; ``restored`` is resized to the native crop's side.
+    its real lashes and skin, a blurry one keeps the restorer's. Noise is not detail: the native detail's
+    energy is counted above a floor read from the face's smoothest places, so a noisy face stays denoised.
+    Both are float32 RGB crops of the same aligned frame; ``restored`` is resized to the native crop's side.
     """
-    side = native.shape[0]
     restored = resize(restored, native.shape[:2]).astype(np.float32)
-    sigma = 0.375 * side / seen_side  # Gaussian response 1/2 at the Nyquist frequency of what was seen
+    sigma = 0.375 * native.shape[0] / seen_side  # Gaussian response 1/2 at the Nyquist frequency seen
     restored_low = cv2.GaussianBlur(restored, (0, 0), sigma)
     restored_detail = restored - restored_low
-    native_detail = native.astype(np.float32) - cv2.GaussianBlur(native.astype(np.float32), (0, 0), sigma)
-    restored_energy = cv2.GaussianBlur((restored_detail @ _LUMA) ** 2, (0, 0), 2 * sigma)
-    native_energy = cv2.GaussianBlur((native_detail @ _LUMA) ** 2, (0, 0), 2 * sigma)
-    weight = (native_energy**2 / (native_energy**2 + restored_energy**2 + 1e-12))[..., None]
+    native_detail = native - cv2.GaussianBlur(native, (0, 0), sigma)
+    restored_energy = _local_energy(restored_detail, 2 * sigma)
+    native_energy = _local_energy(native_detail, 2 * sigma)
+    clean_energy = np.maximum(native_energy - 3 * np.percentile(native_energy, 10), 0)
+    native_detail *= np.sqrt(clean_energy / (native_energy + 1e-12))[..., None]
+    weight = (clean_energy**2 / (clean_energy**2 + restored_energy**2 + 1e-12))[..., None]
     return np.clip(restored_low + weight * native_detail + (1 - weight) * restored_detail, 0.0, 1.0)
+
+
+def _local_energy(detail: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur((detail @ _LUMA) ** 2, (0, 0), sigma)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ class Degradation:
 
 
 SEVERITIES: dict[str, Degradation] = {
+    # A good photo (a phone JPEG): does restoring it lose the real detail it already had?
+    "clean": Degradation(sigma=0.1, factor=1.0, noise=0.0, quality=95),
     "mild": Degradation(sigma=1.0, factor=2.0, noise=5.0, quality=90),
     "moderate": Degradation(sigma=2.5, factor=4.0, noise=10.0, quality=75),
     "severe": Degradation(sigma=5.0, factor=8.0, noise=20.0, quality=60),

@@ -3,9 +3,9 @@
     python benchmarks/quality.py [--quick] [--out bench-output/quality] [--docs docs/benchmarks.md]
 
 A synthetic set in the style of the CelebA-Test protocol is built (fixed seed) from the sharp faces in
-../shared/data/hq: a random draw per face plus fixed mild, moderate and severe subsets. Every method restores
-every degraded face; PSNR/SSIM (Y), landmark distance, detection, colour shift, seam visibility and a
-NIQE-style naturalness score are measured, and the real degraded sets in ../shared/data/real are scored
+../shared/data/hq: a random draw per face plus fixed clean, mild, moderate and severe subsets. Every method
+restores every degraded face; PSNR/SSIM (Y), landmark distance, detection, colour shift, seam visibility and
+a NIQE-style naturalness score are measured, and the real degraded sets in ../shared/data/real are scored
 before and after restoration. Writes results.md, results.json and contact sheets to --out.
 """
 

@@ -19,7 +19,7 @@ import onnxruntime
 from PIL import Image, ImageDraw, ImageFont
 
 Record = dict[str, Any]
-SUBSETS = ("random", "mild", "moderate", "severe")
+SUBSETS = ("random", "clean", "mild", "moderate", "severe")
 ZOOM = (0.19, 0.81)  # the part of an aligned face the sheets show: forehead to chin, cheek to cheek
 
 

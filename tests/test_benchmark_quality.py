@@ -275,7 +275,7 @@ def test_quick_benchmark_runs_and_writes_sane_outputs(shared_dir: Path, tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads((out / "results.json").read_text())
     assert document["machine"]["cpu"] and document["machine"]["date"]
-    assert {row["subset"] for row in document["summary"]} == {"random", "mild", "moderate", "severe"}
+    assert {row["subset"] for row in document["summary"]} == {"random", "clean", "mild", "moderate", "severe"}
     methods = {row["method"] for row in document["summary"]}
     assert {
         "bicubic",
@@ -298,7 +298,7 @@ def test_quick_benchmark_runs_and_writes_sane_outputs(shared_dir: Path, tmp_path
     )
     tile = quality.QUICK.sheet_side
     # One tile per summary row's method: the input (= bicubic), each other method, the ground truth.
-    expected = {"contact-synthetic.png": (4, len(methods)), "contact-real.png": (len(quality.REAL_SETS), 2)}
+    expected = {"contact-synthetic.png": (5, len(methods)), "contact-real.png": (len(quality.REAL_SETS), 2)}
     for name, (rows, columns) in expected.items():
         sheet = cv2.imread(str(out / name))
         assert sheet is not None and sheet.std() > 10

@@ -47,6 +47,16 @@ def restore_one(
     return records[0]
 
 
+def test_a_non_commercial_model_is_named_as_such(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path, quick_model: list[str]
+) -> None:
+    source = shared_dir / "data/real/misc/00017_gray.png"
+    code, _, err = run(capsys, "restore", str(source), "-o", str(tmp_path), *FAST, *quick_model)
+    assert code == 0 and "note: gpen-bfr-256 is licensed GPEN licence (academic / non-commercial)" in err
+    code, _, err = run(capsys, "restore", str(source), "-o", str(tmp_path / "default"), *FAST)
+    assert code == 0 and "note:" not in err
+
+
 @pytest.mark.parametrize("extension", ["jpg", "png", "webp", "tiff"])
 def test_formats_in_and_out(
     capsys: pytest.CaptureFixture[str],

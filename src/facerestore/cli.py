@@ -161,8 +161,14 @@ class _StageBar:
             self.bar = None
 
 
+def _note_licence(entry: registry.ModelEntry) -> None:
+    if not entry.commercial_use:
+        print(f"note: {entry.name} is licensed {entry.licence}", file=sys.stderr)
+
+
 def _cmd_restore(args: argparse.Namespace) -> int:
     restorer = Restorer(_restore_options(args))
+    _note_licence(registry.get_entry(restorer.face_model_name))
     output = batch.OutputOptions(
         directory=args.output,
         extension=args.ext,
@@ -258,8 +264,7 @@ def _model_row(entry: registry.ModelEntry) -> dict[str, Any]:
 def _cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "download":
         entry = registry.get_entry(args.name)
-        if not entry.commercial_use:
-            print(f"note: {entry.name} is licensed {entry.licence}", file=sys.stderr)
+        _note_licence(entry)
         path = registry.download(entry, progress=not args.quiet)
         print(f"{entry.name}: saved to {path}")
         return 0

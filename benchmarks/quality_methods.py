@@ -110,7 +110,7 @@ class FullPipeline:
 
     def __init__(self, face_model: str = "auto") -> None:
         self.restorer = Restorer(RestoreOptions(scale=1, face_model=face_model, bg_upsampler="none"))
-        self.face_model = self.restorer.face_restorer.name  # what 'auto' resolves to here
+        self.face_model = self.restorer.plan.face_model.name  # what 'auto' resolves to here
         self.name = f"pipeline ({self.face_model})"
 
     def run(self, degraded: Degraded) -> MethodOutput:

@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ from speed_report import render, update_docs
 
 from facerestore.image_io import load_image
 from facerestore.pipeline import RestoreOptions, resolve_bg_precision, resolve_bg_upsampler
+from facerestore.pixels import to_float
 from facerestore.restoration import installed_face_priors
-from facerestore.upscaling import to_float
 
 REPO = Path(__file__).resolve().parents[1]
 PUSH_PHOTO = "gfpgan-whole/00.jpg"
@@ -89,7 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """FIELD=VALUE pairs for RestoreOptions; values are read as JSON where they parse (numbers, booleans)."""
-    known = {field.name for field in fields(RestoreOptions)}
+    known = set(RestoreOptions.model_fields)
     overrides: dict[str, Any] = {}
     for pair in pairs:
         name, _, text = pair.partition("=")
@@ -99,7 +99,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             overrides[name] = json.loads(text)
         except json.JSONDecodeError:
             overrides[name] = text
-    RestoreOptions(**overrides).validate()
+    RestoreOptions(**overrides)
     return overrides
 
 
@@ -197,7 +197,7 @@ def machine_meta(plan: Plan, options: RestoreOptions) -> dict[str, Any]:
     background = resolve_bg_upsampler(options.bg_upsampler, options.device)
     precision = resolve_bg_precision(options.bg_precision, background, options.device)
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _git("log", "-1", "--format=%h") or "unknown",
         "engine_dirty": bool(_git("status", "--porcelain", "--", "src")),
         "mode": plan.mode,
@@ -215,7 +215,7 @@ def machine_meta(plan: Plan, options: RestoreOptions) -> dict[str, Any]:
             f"scale {options.scale:g}, background {background} {precision}, "
             f"faces {_face_model(options)}, tile {options.tile}"
         ),
-        "options": {key: value for key, value in asdict(options).items() if key != "detection"},
+        "options": options.model_dump(mode="json", exclude={"detection"}),
     }
 
 

@@ -34,9 +34,9 @@ def load_networks(restorer: Restorer) -> float:
     first-call set-up (several seconds for the int8 background network); returns the seconds spent."""
     start = time.perf_counter()
     restorer.restore(Picture(pixels=np.full((WARM_UP_SIDE, WARM_UP_SIDE, 3), 128, np.uint8)))
-    faces = restorer.face_restorer
+    faces = restorer.face_restorer()
     side = faces.crop_size(WARM_UP_SIDE)
-    faces.restore(np.full((side, side, 3), 0.5, np.float32))
+    faces.restore(np.full((side, side, 3), 0.5, np.float32), restorer.options.fidelity)
     return time.perf_counter() - start
 
 

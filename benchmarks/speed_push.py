@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ NON_BACKGROUND_STAGES = ("detect", "align", "restore", "paste")
 
 
 def naive_options(default: RestoreOptions) -> RestoreOptions:
-    return replace(default, bg_upsampler="realesrgan-x4plus", bg_precision="fp32")
+    return default.model_copy(update={"bg_upsampler": "realesrgan-x4plus", "bg_precision": "fp32"})
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -115,7 +114,7 @@ def measure(picture: Picture, default: RestoreOptions, repeats: int) -> dict[str
 
 def estimate(picture: Picture, default: RestoreOptions) -> dict[str, Any]:
     """Whole-frame times from the classical-background run plus one-tile windows (see the module doc)."""
-    faces_only, _ = timed_restore(loaded(replace(default, bg_upsampler="none")), picture)
+    faces_only, _ = timed_restore(loaded(default.model_copy(update={"bg_upsampler": "none"})), picture)
     other_s = sum(faces_only.timings.get(stage, 0.0) for stage in NON_BACKGROUND_STAGES)
     window = _window(picture, faces_only, default.tile)
     tiles = TileOptions(default.tile)

@@ -170,3 +170,23 @@ def test_fidelity_and_licence_note_follow_the_model(page: Any) -> None:
     assert "not for commercial use" in page.inner_text("#model-note")
     page.select_option("#face-model", "gfpgan-1.4")
     assert page.locator("#fidelity-field").is_hidden() and page.locator("#model-note").is_hidden()
+
+
+def test_the_page_offers_what_the_api_declares(page: Any, page_server: RunningServer) -> None:
+    with page_server.client() as api:
+        info = api.get("/v1/models").json()
+        form = api.get("/v1/openapi.json").json()["components"]["schemas"]["RestoreForm"]["properties"]
+    page.wait_for_selector("#face-model option >> nth=1", state="attached")
+
+    def offered(select: str) -> list[str]:
+        return page.eval_on_selector_all(f"{select} option", "options => options.map(o => o.value)")
+
+    assert offered("#face-model") == info["choices"]["face_model"]
+    assert offered("#bg-upsampler") == form["bg_upsampler"]["enum"] == info["choices"]["bg_upsampler"]
+    scales = [float(value) for value in offered("#scale")]
+    assert (scales[0], scales[-1]) == (form["scale"]["minimum"], form["scale"]["maximum"])
+    assert float(page.input_value("#scale")) == form["scale"]["default"]
+    assert page.input_value("#bg-upsampler") == form["bg_upsampler"]["default"]
+    fidelity = page.locator("#fidelity")
+    assert float(fidelity.input_value()) == form["fidelity"]["default"]
+    assert float(fidelity.get_attribute("max")) == form["fidelity"]["maximum"]

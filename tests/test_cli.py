@@ -210,7 +210,11 @@ def test_outputs_and_inputs_are_never_overwritten(
     assert run(capsys, "restore", str(source), "-o", str(out), *fast)[0] == 0
     first = (out / "photo.jpg").stat().st_mtime_ns
     code, _, err = run(capsys, "restore", str(source), "-o", str(out), *fast)
-    assert code == 1 and "exists (use --overwrite)" in err and (out / "photo.jpg").stat().st_mtime_ns == first
+    assert (
+        code == 1
+        and "exists (set --overwrite to replace it)" in err
+        and (out / "photo.jpg").stat().st_mtime_ns == first
+    )
     assert run(capsys, "restore", str(source), "-o", str(out), "--overwrite", *fast)[0] == 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"
 
@@ -266,7 +270,7 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
         (["--scale", "0"], "scale"),
         (["--scale", "9"], "scale"),
         (["--fidelity", "7"], "fidelity"),
-        (["--face-model", "nope"], "unknown model"),
+        (["--face-model", "nope"], "unknown face model"),
         (["--face-model", "gfpgan-1.4", "--model-path", "/nonexistent.onnx"], "no such file"),
     ],
 )

@@ -7,10 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from facerestore.alignment import align_face, alignment_affine, crop_footprint, template_points, warp_back
 from facerestore.detection import DetectionOptions, Face, RetinaFace, YuNet, detect_faces, pyramid_scales
-from facerestore.errors import OptionError
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -85,8 +85,8 @@ def test_selection_options(retinaface: RetinaFace, shared_dir: Path) -> None:
     assert len(largest) == len(centre) == 1
     assert largest[0].width == max(f.width for f in everyone)
     assert detect_faces(retinaface, image, DetectionOptions(min_face_size=1000)) == []
-    with pytest.raises(OptionError):
-        detect_faces(retinaface, image, DetectionOptions(score_threshold=1.5))
+    with pytest.raises(ValidationError, match="threshold"):
+        DetectionOptions(threshold=1.5)
 
 
 def test_aligned_hq_faces_land_on_the_template(retinaface: RetinaFace, shared_dir: Path) -> None:

@@ -481,7 +481,7 @@ def test_pixel_limit_is_checked_per_call(real: Path) -> None:
     path = real / "gfpgan-whole" / "10045.png"
     with pytest.raises(ImageError) as excinfo:
         load_image(path, max_pixels=100)
-    assert_one_line_error(excinfo, str(path), "783x1146", "exceeds the limit", "--max-pixels")
+    assert_one_line_error(excinfo, str(path), "783x1146", "exceeds the limit", "raise it with max_pixels")
     assert load_image(path, max_pixels=783 * 1146).width == 783
 
 
@@ -526,7 +526,7 @@ def test_save_writes_by_extension_and_refuses_to_overwrite(real: Path, tmp_path:
     first = target.read_bytes()
     with pytest.raises(ImageError) as excinfo:
         save_image(picture.with_pixels(picture.pixels[::-1], None), target)
-    assert_one_line_error(excinfo, "out.png exists (use --overwrite)")
+    assert_one_line_error(excinfo, "out.png exists (set overwrite to replace it)")
     assert target.read_bytes() == first
 
     save_image(picture.with_pixels(picture.pixels[::-1], None), target, overwrite=True)

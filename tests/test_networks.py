@@ -32,13 +32,13 @@ def test_x4plus_is_loaded_once_for_every_role() -> None:
     )
     other = base.with_options(RestoreOptions(scale=4, bg_upsampler="realesrgan-x4plus", tile=64))
     sessions = {
-        id(base.face_restorer.upscaler.session),  # type: ignore[attr-defined]
-        id(base.region_upscaler.session),
-        id(base.background.session),  # type: ignore[attr-defined]
-        id(other.background.session),  # type: ignore[attr-defined]
+        id(base.face_restorer().upscaler.session),  # type: ignore[attr-defined]
+        id(base.networks.region_upscaler("cpu").session),
+        id(base.background().session),  # type: ignore[attr-defined]
+        id(other.background().session),  # type: ignore[attr-defined]
     }
     assert len(sessions) == 1
-    assert other.background.tiles.tile == 64 and base.background.tiles.tile == 128  # type: ignore[attr-defined]
+    assert other.background().tiles.tile == 64 and base.background().tiles.tile == 128  # type: ignore[attr-defined]
 
 
 def test_least_recently_used_networks_are_dropped() -> None:

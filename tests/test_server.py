@@ -232,7 +232,7 @@ def test_openapi_describes_every_endpoint(api: httpx.Client) -> None:
     expected = {
         "/v1/health", "/v1/ready", "/v1/models", "/v1/detect", "/v1/restore", "/v1/jobs", "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/input",
-        "/v1/jobs/{job_id}/faces/{index}/{side}", "/v1/openapi.json",
+        "/v1/jobs/{job_id}/faces/{index}/{side}",
     }  # fmt: skip
     assert set(spec["paths"]) == expected
     assert "scale" in spec["components"]["schemas"]["RestoreForm"]["properties"]
@@ -352,7 +352,7 @@ BAD_FIELDS = {
     "scale not a number": ({"scale": "big"}, "scale"),
     "fidelity 7": ({"fidelity": "7"}, "fidelity"),
     "blend nan": ({"blend": "nan"}, "blend"),
-    "unknown model": ({"face_model": "gfpgan-9"}, "unknown model"),
+    "unknown model": ({"face_model": "gfpgan-9"}, "unknown face model"),
     "detector as face model": ({"face_model": "retinaface"}, "detector"),
     "unknown background": ({"bg_upsampler": "magic"}, "background"),
     "unknown detector": ({"detector": "eyeball"}, "detector"),

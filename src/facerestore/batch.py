@@ -6,26 +6,28 @@ One bad file never stops the rest: each picture's failure is captured in its rec
 from __future__ import annotations
 
 import glob
+import json
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facerestore.errors import FaceRestoreError, ImageError
+from facerestore.errors import FaceRestoreError, ImageError, OptionError, option, spell_options
 from facerestore.image_io import (
-    DEFAULT_MAX_PIXELS,
     SUPPORTED_EXTENSIONS,
     Picture,
     load_image,
     picture_from_array,
     save_image,
+    write_atomically,
 )
+from facerestore.options import BatchOptions
 from facerestore.pipeline import ProgressCallback, Restorer, RestoreResult
-from facerestore.upscaling import resize
+from facerestore.pixels import resize
 
 WRITABLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 COMPARE_MAX_HEIGHT = 1600
@@ -35,18 +37,6 @@ COMPARE_MAX_HEIGHT = 1600
 class Job:
     source: Path
     target: Path
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    directory: Path
-    extension: str = "auto"  # "auto" keeps the input's format
-    suffix: str = ""
-    overwrite: bool = False
-    quality: int = 95
-    save_faces: bool = False
-    compare: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -91,25 +81,58 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
 
 def output_extension(source: Path, extension: str) -> str:
     if extension != "auto":
-        return "." + extension.lower().lstrip(".")
+        return "." + extension
     suffix = source.suffix.lower()
     return suffix if suffix in WRITABLE_EXTENSIONS else ".png"
 
 
-def plan_jobs(inputs: Iterable[str], options: OutputOptions) -> list[Job]:
+def plan_jobs(inputs: Iterable[str], options: BatchOptions) -> list[Job]:
     jobs = []
     for source, root in expand_inputs(inputs):
         relative = source.relative_to(root) if source.is_relative_to(root) else Path(source.name)
-        name = f"{relative.stem}{options.suffix}{output_extension(source, options.extension)}"
-        jobs.append(Job(source=source, target=options.directory / relative.parent / name))
+        name = f"{relative.stem}{options.suffix}{output_extension(source, options.encoding.format)}"
+        jobs.append(Job(source=source, target=options.output / relative.parent / name))
     return jobs
+
+
+def check_outputs(options: BatchOptions, jobs: Sequence[Job]) -> None:
+    """Refuses before the first image what would fail for every image or lose a result: an output folder
+    that is a file, two inputs writing one output, a report that would replace an input or another file."""
+    if options.output.exists() and not options.output.is_dir():
+        raise OptionError(f"{option('output')} {options.output} is a file, not a folder")
+    targets: dict[Path, Job] = {}
+    for job in jobs:
+        earlier = targets.setdefault(job.target.resolve(), job)
+        if earlier is not job:
+            raise OptionError(
+                f"{earlier.source} and {job.source} would both be written to {job.target}: "
+                f"give them different names or restore them separately"
+            )
+    if options.report is not None:
+        _check_report_path(options.report, options.overwrite, {job.source.resolve() for job in jobs})
+
+
+def _check_report_path(report: Path, overwrite: bool, sources: set[Path]) -> None:
+    if report.resolve() in sources:
+        raise OptionError(f"{option('report')} {report} is one of the inputs")
+    if report.exists() and not overwrite:
+        raise OptionError(f"{option('report')} {report} exists (set {option('overwrite')} to replace it)")
+
+
+def write_report(records: Sequence[ImageRecord], options: BatchOptions) -> None:
+    assert options.report is not None
+    options.report.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(options.report, json.dumps([vars(record) for record in records], indent=2).encode())
 
 
 def check_target(job: Job, overwrite: bool) -> None:
     if job.target.resolve() == job.source.resolve():
-        raise ImageError(f"{job.target}: output would replace the input (choose another -o or --suffix)")
+        raise ImageError(
+            f"{job.target}: output would replace the input "
+            f"(choose another {option('output')} or {option('suffix')})"
+        )
     if job.target.exists() and not overwrite:
-        raise ImageError(f"{job.target}: exists (use --overwrite)")
+        raise ImageError(f"{job.target}: exists (set {option('overwrite')} to replace it)")
 
 
 def comparison_image(before: Picture, after: Picture) -> np.ndarray:
@@ -122,7 +145,7 @@ def comparison_image(before: Picture, after: Picture) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([left, gap, right]))
 
 
-def _save_extras(result: RestoreResult, picture: Picture, job: Job, options: OutputOptions) -> None:
+def _save_extras(result: RestoreResult, picture: Picture, job: Job, options: BatchOptions) -> None:
     stem = job.target.stem
     if options.save_faces:
         for index, (before, after) in enumerate(result.crops):
@@ -142,10 +165,13 @@ def _save_extras(result: RestoreResult, picture: Picture, job: Job, options: Out
 def process(
     restorer: Restorer,
     job: Job,
-    options: OutputOptions,
+    options: BatchOptions,
     progress: ProgressCallback | None = None,
+    *,
     debug: bool = False,
+    spell: Callable[[str], str] = str,
 ) -> ImageRecord:
+    """Restores one job into its record; ``spell`` writes the option names that error messages mention."""
     record = ImageRecord(input=str(job.source))
     try:
         check_target(job, options.overwrite)
@@ -155,7 +181,7 @@ def process(
         record.size_in = [picture.width, picture.height]
         result = restorer.restore(picture, progress=progress, keep_crops=options.save_faces)
         start = time.perf_counter()
-        save_image(result.picture, job.target, overwrite=options.overwrite, quality=options.quality)
+        save_image(result.picture, job.target, overwrite=options.overwrite, quality=options.encoding.quality)
         record.timings = {
             "decode": round(decode, 4),
             **result.timings,
@@ -167,9 +193,10 @@ def process(
         record.faces = [face.to_dict() for face in result.faces]
         record.face_model, record.bg_upsampler = result.face_model, result.bg_upsampler
     except FaceRestoreError as error:
-        record.error = str(error)
+        record.error = error.render(spell)
     except MemoryError:
-        record.error = "out of memory (try a smaller --tile or --max-pixels)"
+        hint = f"out of memory (try a smaller {option('tile')} or {option('max_pixels')})"
+        record.error = spell_options(hint, spell)
     except Exception as error:  # a bug must not cost the rest of the batch; --debug shows the traceback
         if debug:
             traceback.print_exc()
@@ -180,14 +207,17 @@ def process(
 def run_batch(
     restorer: Restorer,
     jobs: list[Job],
-    options: OutputOptions,
+    options: BatchOptions,
     on_record: Callable[[ImageRecord], None] | None = None,
     progress_for: Callable[[Job], ProgressCallback | None] | None = None,
+    *,
     debug: bool = False,
+    spell: Callable[[str], str] = str,
 ) -> list[ImageRecord]:
     records = []
     for job in jobs:
-        record = process(restorer, job, options, progress_for(job) if progress_for else None, debug)
+        progress = progress_for(job) if progress_for else None
+        record = process(restorer, job, options, progress, debug=debug, spell=spell)
         records.append(record)
         if on_record:
             on_record(record)

@@ -21,6 +21,7 @@ import numpy as np
 
 from facerestore import registry, runtime
 from facerestore.errors import ModelError, OptionError
+from facerestore.options import DETECTORS, DetectionOptions
 
 
 @dataclass(frozen=True)
@@ -60,23 +61,6 @@ class Face:
                 n: [round(x, 1), round(y, 1)] for n, (x, y) in zip(names, self.landmarks, strict=False)
             },
         }
-
-
-@dataclass(frozen=True)
-class DetectionOptions:
-    score_threshold: float | None = None  # None: the detector's own default
-    min_face_size: float = 10.0  # pixels, box width in the original image
-    only_center_face: bool = False
-    only_largest_face: bool = False
-    base_side: int = 1024  # the whole photo is first searched at this long side
-    max_side: int = 2048  # finer pyramid levels go up to this long side (in overlapping tiles)
-    nms_threshold: float = 0.4
-
-    def validate(self) -> None:
-        if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
-            raise OptionError(f"score threshold {self.score_threshold} must be between 0 and 1")
-        if self.min_face_size < 0:
-            raise OptionError("minimum face size must not be negative")
 
 
 class SingleScaleDetector(Protocol):
@@ -178,9 +162,6 @@ class YuNet:
         x, y, w, h = found[:, 0], found[:, 1], found[:, 2], found[:, 3]
         boxes = np.stack([x, y, x + w, y + h], axis=1)
         return np.hstack([boxes, found[:, 14:15], found[:, 4:14]]).astype(np.float32)
-
-
-DETECTORS = ("retinaface", "yunet")
 
 
 def create_detector(
@@ -305,11 +286,10 @@ def detect_faces(
 ) -> list[Face]:
     """All faces in an RGB uint8 image, searched over an image pyramid and merged."""
     options = options or DetectionOptions()
-    options.validate()
     height, width = rgb.shape[:2]
     if min(height, width) < 8:
         return []
-    threshold = options.score_threshold or detector.default_threshold
+    threshold = options.threshold or detector.default_threshold
     scales = pyramid_scales(height, width, options)
     levels = [
         _detect_at_scale(detector, rgb, scale, options.base_side, threshold, whole_level=index == 0)

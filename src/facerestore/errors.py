@@ -1,8 +1,33 @@
-"""User-facing errors: each carries a one-line message that the CLI and HTTP API show as is."""
+"""User-facing errors: each carries a one-line message that the CLI and HTTP API show as is.
+
+A message names an option through ``option(name)``, so that each shell spells it its own way (the CLI as a
+flag, the HTTP API as a form field): the library never names a shell's syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_OPTION = re.compile("\x00([a-z_]+)\x00")  # NUL never occurs in a path or a value, so it cannot clash
+
+
+def option(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+def spell_options(message: str, spell: Callable[[str], str] = str) -> str:
+    return _OPTION.sub(lambda match: spell(match[1]), message)
 
 
 class FaceRestoreError(Exception):
     """Base class: an expected failure with a message fit for the user (no traceback needed)."""
+
+    def render(self, spell: Callable[[str], str] = str) -> str:
+        return spell_options(str(self.args[0]) if self.args else "", spell)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class ImageError(FaceRestoreError):

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
-from facerestore.errors import ImageError, ImageTooLargeError, OptionError
+from facerestore.errors import ImageError, ImageTooLargeError, OptionError, option
 
 
 def _register_heif() -> bool:
@@ -184,7 +184,7 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> Non
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{name}: {width}x{height} = {width * height / 1e6:g} megapixels exceeds the limit of "
-            f"{max_pixels / 1e6:g} megapixels (raise it with --max-pixels)"
+            f"{max_pixels / 1e6:g} megapixels (raise it with {option('max_pixels')})"
         )
 
 
@@ -344,11 +344,11 @@ def save_image(picture: Picture, path: str | Path, *, overwrite: bool = False, q
     if path.is_dir():
         raise ImageError(f"{path}: is a directory")
     if path.exists() and not overwrite:
-        raise ImageError(f"{path} exists (use --overwrite)")
+        raise ImageError(f"{path} exists (set {option('overwrite')} to replace it)")
     data = encode_image(picture, fmt, quality=quality)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, data)
+        write_atomically(path, data)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({exc.strerror or _one_line(exc)})") from None
     return path
@@ -436,7 +436,7 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Readers see the old file or the whole new one, never a partial write."""
     temp: Path | None = None
     try:

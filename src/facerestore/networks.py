@@ -16,8 +16,14 @@ from typing import Any, TypeVar
 
 from facerestore import registry
 from facerestore.detection import SingleScaleDetector, create_detector
-from facerestore.restoration import FaceRestorer, create_face_restorer, resolve_face_model
-from facerestore.upscaling import BackgroundUpscaler, ClassicalUpscaler, NetworkUpscaler, TileOptions
+from facerestore.restoration import FaceRestorer, create_face_restorer
+from facerestore.upscaling import (
+    BackgroundUpscaler,
+    ClassicalUpscaler,
+    NetworkUpscaler,
+    Precision,
+    TileOptions,
+)
 
 Loaded = TypeVar("Loaded")
 REGION_UPSCALER = "realesrgan-x4plus"  # enlarges tiny faces' neighbourhoods before a face prior
@@ -53,14 +59,15 @@ class Networks:
             ("detector", name, device, model_path), lambda: create_detector(name, device, model_path)
         )
 
-    def super_resolution(self, name: str, device: str, precision: str = "fp32") -> NetworkUpscaler:
+    def super_resolution(self, name: str, device: str, precision: Precision = "fp32") -> NetworkUpscaler:
         entry = registry.get_entry(name)
         return self._get(
             ("sr", name, device, precision), lambda: NetworkUpscaler(entry, device, None, precision)
         )
 
-    def face_restorer(self, name: str, device: str, model_path: str | Path | None = None) -> FaceRestorer:
-        entry = resolve_face_model(name, model_path)
+    def face_restorer(
+        self, entry: registry.ModelEntry, device: str, model_path: str | Path | None = None
+    ) -> FaceRestorer:
         network = (
             self.super_resolution(entry.name, device) if entry.purpose is registry.Purpose.UPSCALER else None
         )
@@ -70,7 +77,7 @@ class Networks:
     def region_upscaler(self, device: str) -> NetworkUpscaler:
         return self.super_resolution(REGION_UPSCALER, device)
 
-    def background(self, name: str, device: str, precision: str, tile: int) -> BackgroundUpscaler:
+    def background(self, name: str, device: str, precision: Precision, tile: int) -> BackgroundUpscaler:
         if name == "none":
             return ClassicalUpscaler()
         return self.super_resolution(name, device, precision).with_tiles(TileOptions(tile))

@@ -1,8 +1,9 @@
 """The whole job on one picture: detect, align, restore, upscale the background, paste back.
 
-``Restorer`` is the one Python API that the CLI, the HTTP API and the web page call. It holds only the loaded
-networks (created on first use, shared safely between threads); each call's data flows through the stage
-functions as values and comes back as a ``RestoreResult``.
+``Restorer`` is the one Python API that the CLI, the HTTP API and the web page call. It holds only its
+options, what their 'auto' choices resolved to, and a pool of loaded networks (shared safely between
+threads); each call's data flows through the stage functions as values and comes back as a
+``RestoreResult``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
-from facerestore import runtime
+from facerestore import registry, runtime
 from facerestore.alignment import (
     AlignedFace,
     align_face,
@@ -27,71 +28,17 @@ from facerestore.alignment import (
     rescale_affine,
 )
 from facerestore.blending import keep_native_detail, looks_gray, match_colour, paste_face, to_gray
-from facerestore.detection import DETECTORS, DetectionOptions, Face, SingleScaleDetector, detect_faces
-from facerestore.errors import OptionError
+from facerestore.detection import Face, SingleScaleDetector, detect_faces
 from facerestore.image_io import Picture
 from facerestore.networks import Networks
-from facerestore.restoration import DEFAULT_FIDELITY, FaceRestorer, resolve_face_model
-from facerestore.upscaling import (
-    BG_UPSAMPLERS,
-    PRECISIONS,
-    BackgroundUpscaler,
-    NetworkUpscaler,
-    from_float,
-    output_size,
-    resize,
-    to_float,
-    validate_factor,
-)
+from facerestore.options import RestoreOptions
+from facerestore.pixels import from_float, output_size, resize, to_float
+from facerestore.restoration import FaceRestorer, resolve_face_model
+from facerestore.upscaling import BackgroundUpscaler, Precision
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
-TINY_FACE_WIDTH = 100  # px: below this, face priors get their crop from a super-resolved region first
 NATIVE_DETAIL_MAX_SIDE = 2048  # px: the largest crop at which a big face's own fine detail is merged back
 SAW_ENOUGH = 0.8  # a restorer that saw at least this share of a face's own pixels across lost no detail
-
-
-@dataclass(frozen=True)
-class RestoreOptions:
-    scale: float = 2.0
-    face_model: str = "auto"  # registry name, or "auto": best installed face prior, else Real-ESRGAN
-    model_path: str | None = None  # an explicit face model file (needs face_model naming its kind)
-    bg_upsampler: str = "auto"  # one of upscaling.BG_UPSAMPLERS, or "auto" (see resolve_bg_upsampler)
-    bg_precision: str = "auto"  # "fp32", "int8", or "auto" (see resolve_bg_precision)
-    fidelity: float = DEFAULT_FIDELITY  # CodeFormer: 0 = strongest restoration, 1 = closest to the input
-    blend: float = 1.0  # 1 = fully restored face, 0 = the original face
-    color_fix: bool = True
-    aligned: bool = False  # the input is already an aligned face crop: no detection, no paste-back
-    detector: str = "retinaface"
-    detector_model_path: str | None = None
-    detection: DetectionOptions = field(default_factory=DetectionOptions)
-    device: str = "cpu"
-    tile: int = 256
-    upscale_first_below: float = TINY_FACE_WIDTH
-
-    def validate(self) -> None:
-        validate_factor(self.scale)
-        if self.scale < 1:
-            raise OptionError(f"scale {self.scale} is below 1 (choose 1 to 8)")
-        for name, value in (("fidelity", self.fidelity), ("blend", self.blend)):
-            if not 0.0 <= value <= 1.0 or math.isnan(value):
-                raise OptionError(f"{name} {value} is out of range (0 to 1)")
-        if self.bg_upsampler not in ("auto", *BG_UPSAMPLERS):
-            raise OptionError(
-                f"unknown background upsampler '{self.bg_upsampler}' "
-                f"(choose from auto, {', '.join(BG_UPSAMPLERS)})"
-            )
-        if self.bg_precision not in ("auto", *PRECISIONS):
-            raise OptionError(
-                f"unknown precision '{self.bg_precision}' (choose from auto, {', '.join(PRECISIONS)})"
-            )
-        if self.device not in runtime.DEVICES:
-            raise OptionError(f"unknown device '{self.device}' (choose from {', '.join(runtime.DEVICES)})")
-        if not 32 <= self.tile <= 2048:
-            raise OptionError(f"tile {self.tile} is out of range (32 to 2048)")
-        self.detection.validate()
-        resolve_face_model(self.face_model, self.model_path)
-        if self.detector not in DETECTORS:
-            raise OptionError(f"unknown detector '{self.detector}' (choose from {', '.join(DETECTORS)})")
 
 
 @dataclass(frozen=True)
@@ -128,13 +75,32 @@ def resolve_bg_upsampler(name: str, device: str) -> str:
     return "realesrgan-x4plus" if runtime.uses_accelerator(device) else "realesr-compact-x4"
 
 
-def resolve_bg_precision(precision: str, upsampler: str, device: str) -> str:
+def resolve_bg_precision(precision: str, upsampler: str, device: str) -> Precision:
     """'auto': int8 for the compact network on a CPU (~1.5x faster, 43 dB from fp32); fp32 otherwise, since
     x4plus loses 7 dB in int8 and accelerators gain little."""
     if precision != "auto":
-        return precision
+        return cast(Precision, precision)
     compact_on_cpu = upsampler.startswith("realesr-compact") and not runtime.uses_accelerator(device)
     return "int8" if compact_on_cpu else "fp32"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the options' 'auto' choices resolved to on this machine, fixed when a ``Restorer`` is built, so
+    a model installed mid-batch cannot make the report disagree with what ran."""
+
+    face_model: registry.ModelEntry
+    bg_upsampler: str
+    bg_precision: Precision
+
+    @classmethod
+    def resolve(cls, options: RestoreOptions) -> Plan:
+        face_model = resolve_face_model(options.face_model)
+        registry.check_available(face_model, options.model_path)
+        registry.check_available(registry.get_entry(options.detector), options.detector_model_path)
+        upsampler = resolve_bg_upsampler(options.bg_upsampler, options.device)
+        precision = resolve_bg_precision(options.bg_precision, upsampler, options.device)
+        return cls(face_model, upsampler, precision)
 
 
 class _Timer:
@@ -156,51 +122,39 @@ def _rgb8(image: np.ndarray) -> np.ndarray:
 
 
 class Restorer:
-    """Restores faces in pictures with fixed options. Networks come from a ``Networks`` pool, loading on first
-    use; restorers built with ``with_options`` share them. ``restore`` and ``detect`` are thread-safe."""
+    """Restores faces in pictures with fixed options. Networks come from a ``Networks`` pool: ``load`` loads
+    them up front, else the first restore does; restorers built with ``with_options`` share them.
+    ``restore`` and ``detect`` are thread-safe."""
 
     def __init__(self, options: RestoreOptions | None = None, networks: Networks | None = None) -> None:
         self.options = options or RestoreOptions()
-        self.options.validate()
+        self.plan = Plan.resolve(self.options)
         self.networks = networks or Networks()
 
     def with_options(self, options: RestoreOptions) -> Restorer:
         """Another restorer (say, another scale or fidelity) sharing this one's loaded networks."""
         return Restorer(options, self.networks)
 
-    @property
+    def load(self) -> None:
+        """Loads every network these options use (a missing or broken model fails here, not mid-batch)."""
+        if not self.options.aligned:
+            self.detector()
+            self.background()
+        self.face_restorer()
+
     def detector(self) -> SingleScaleDetector:
         options = self.options
         return self.networks.detector(options.detector, options.device, options.detector_model_path)
 
-    @property
-    def bg_upsampler_name(self) -> str:
-        return resolve_bg_upsampler(self.options.bg_upsampler, self.options.device)
-
-    @property
     def background(self) -> BackgroundUpscaler:
-        name, device = self.bg_upsampler_name, self.options.device
-        precision = resolve_bg_precision(self.options.bg_precision, name, device)
-        return self.networks.background(name, device, precision, self.options.tile)
+        plan, options = self.plan, self.options
+        return self.networks.background(plan.bg_upsampler, options.device, plan.bg_precision, options.tile)
 
-    @property
-    def face_model_name(self) -> str:
-        """What the face model option resolves to ('auto' included), without loading it."""
-        return resolve_face_model(self.options.face_model, self.options.model_path).name
-
-    @property
     def face_restorer(self) -> FaceRestorer:
-        return self.networks.face_restorer(
-            self.options.face_model, self.options.device, self.options.model_path
-        )
-
-    @property
-    def region_upscaler(self) -> NetworkUpscaler:
-        """The network that enlarges tiny faces' regions before a face prior sees them."""
-        return self.networks.region_upscaler(self.options.device)
+        return self.networks.face_restorer(self.plan.face_model, self.options.device, self.options.model_path)
 
     def detect(self, picture: Picture) -> list[Face]:
-        return detect_faces(self.detector, _rgb8(picture.pixels), self.options.detection)
+        return detect_faces(self.detector(), _rgb8(picture.pixels), self.options.detection)
 
     def restore(
         self, picture: Picture, *, progress: ProgressCallback | None = None, keep_crops: bool = False
@@ -220,8 +174,8 @@ class Restorer:
         return RestoreResult(
             picture=picture.with_pixels(pixels, alpha),
             faces=tuple(faces),
-            face_model=self.face_model_name,
-            bg_upsampler=self.bg_upsampler_name,
+            face_model=self.plan.face_model.name,
+            bg_upsampler=self.plan.bg_upsampler,
             timings={k: round(v, 4) for k, v in timer.totals.items()},
             crops=tuple(crops) if keep_crops else (),
         )
@@ -232,9 +186,9 @@ class Restorer:
         scale = self.options.scale
         with timer.stage("detect"):
             report("detect", 0, 1)
-            faces = detect_faces(self.detector, _rgb8(pixels), self.options.detection)
+            faces = detect_faces(self.detector(), _rgb8(pixels), self.options.detection)
         with timer.stage("upscale"):
-            canvas = self.background.upscale(pixels, scale, lambda d, t: report("upscale", d, t))
+            canvas = self.background().upscale(pixels, scale, lambda d, t: report("upscale", d, t))
             if not canvas.flags.writeable or np.shares_memory(canvas, pixels):
                 canvas = canvas.copy()  # faces are pasted in place; the input picture stays untouched
         restored: list[RestoredFace] = []
@@ -254,7 +208,7 @@ class Restorer:
         self, pixels: np.ndarray, face: Face, timer: _Timer
     ) -> tuple[RestoredFace, np.ndarray, np.ndarray, np.ndarray]:
         """Aligns, restores and colour-matches one face; returns the affine from ``pixels`` to the result."""
-        restorer = self.face_restorer
+        restorer = self.face_restorer()
         with timer.stage("align"):
             needed = 512 / face_scale(face, 512, restorer.template) * self.options.scale
             size = restorer.crop_size(needed)
@@ -279,7 +233,7 @@ class Restorer:
         """Super-resolves just the face's neighbourhood, then aligns from it: a tiny face gets real detail
         instead of a blurry interpolation before the face prior sees it."""
         x, y, width, height = crop_footprint(alignment_affine(face, size, template), size, pixels.shape[:2])
-        network = self.region_upscaler
+        network = self.networks.region_upscaler(self.options.device)
         region = network.upscale(pixels[y : y + height, x : x + width], network.native_scale)
         local = Face(
             box=face.box, score=face.score, landmarks=tuple((px - x, py - y) for px, py in face.landmarks)
@@ -295,7 +249,7 @@ class Restorer:
         """The whole input is one aligned face crop: restore it as a whole at the requested scale."""
         height, width = pixels.shape[:2]
         target = output_size(height, width, self.options.scale)
-        restorer = self.face_restorer
+        restorer = self.face_restorer()
         size = restorer.crop_size(max(target))
         with timer.stage("align"):
             before = resize(to_float(pixels), (size, size))

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,13 @@ _CLIBDEV_GFPGAN = "https://github.com/clibdev/GFPGAN-onnxruntime-demo/releases/l
 _CHUNK = 1 << 20
 
 
-class Purpose(str, Enum):
+class Purpose(StrEnum):
     DETECTOR = "detector"
     FACE_RESTORER = "face-restorer"
     UPSCALER = "upscaler"
 
 
-class FileFormat(str, Enum):
+class FileFormat(StrEnum):
     ONNX = "onnx"
     NCNN = "ncnn"
 
@@ -67,10 +67,6 @@ class ModelEntry:
     fidelity_input: str | None = None  # name of the fidelity (CodeFormer "w") input, if the model has one
     scale: int = 1
     notes: str = ""
-
-    @property
-    def downloadable(self) -> bool:
-        return self.url is not None
 
 
 def _face_prior(name: str, title: str, licence: str, commercial: bool, **fields: Any) -> ModelEntry:
@@ -268,6 +264,24 @@ def is_installed(entry: ModelEntry) -> bool:
     return locate(entry) is not None
 
 
+def model_info(entry: ModelEntry) -> dict[str, Any]:
+    """The one JSON-able description of an entry, for ``models list --json`` and ``/v1/models``."""
+    path = locate(entry)
+    return {
+        "name": entry.name,
+        "title": entry.title,
+        "purpose": entry.purpose.value,
+        "installed": path is not None,
+        "path": str(path) if path else None,
+        "licence": entry.licence,
+        "commercial_use": entry.commercial_use,
+        "supports_fidelity": entry.fidelity_input is not None,
+        "source": f"PyPI: {entry.python_package}" if entry.python_package else entry.url,
+        "sha256": entry.sha256,
+        "notes": entry.notes,
+    }
+
+
 def missing_model_message(entry: ModelEntry) -> str:
     if entry.python_package:
         return (
@@ -277,7 +291,7 @@ def missing_model_message(entry: ModelEntry) -> str:
     return (
         f"model '{entry.name}' is missing: expected {model_dir() / entry.filename}; get it with "
         f"'facerestore models download {entry.name}' (from {entry.url}) or copy the file there "
-        f"(set {MODEL_DIR_ENV} to use another folder), or pass --model-path FILE"
+        f"(set {MODEL_DIR_ENV} to use another folder), or give the model file explicitly"
     )
 
 
@@ -286,7 +300,7 @@ def require(entry: ModelEntry, model_path: str | Path | None = None) -> Path:
     if model_path is not None:
         path = Path(model_path).expanduser()
         if not path.is_file():
-            raise ModelError(f"--model-path {path}: no such file")
+            raise ModelError(f"model file {path}: no such file")
         return path  # a file the user chose explicitly (their own export): its contract is checked at load
     found = locate(entry)
     if found is None:
@@ -294,6 +308,14 @@ def require(entry: ModelEntry, model_path: str | Path | None = None) -> Path:
     if entry.sha256 and entry.file_format is FileFormat.ONNX and not entry.python_package:
         verify_checksum(found, entry.sha256)
     return found
+
+
+def check_available(entry: ModelEntry, model_path: str | Path | None = None) -> None:
+    """A clear ModelError now, before any work, when the entry's file (or the explicit one) is missing."""
+    if model_path is not None and not Path(model_path).expanduser().is_file():
+        raise ModelError(f"model file {model_path}: no such file")
+    if model_path is None and not is_installed(entry):
+        raise ModelError(missing_model_message(entry))
 
 
 def sha256_of(path: Path) -> str:

@@ -19,7 +19,6 @@ from facerestore import registry, runtime
 from facerestore.errors import ModelError, OptionError
 from facerestore.upscaling import NetworkUpscaler, TileOptions
 
-DEFAULT_FIDELITY = 0.5
 _ONNX_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
 
@@ -34,7 +33,7 @@ class FaceRestorer(Protocol):
     def crop_size(self, needed_side: float) -> int:
         """Side of the aligned input crop to cut, given the side the face should have in the output."""
 
-    def restore(self, crop: np.ndarray, fidelity: float = DEFAULT_FIDELITY) -> np.ndarray:
+    def restore(self, crop: np.ndarray, fidelity: float) -> np.ndarray:
         """RGB float32 [0, 1] crop (S, S, 3) -> restored RGB float32 [0, 1] crop (kS, kS, 3)."""
 
 
@@ -83,7 +82,7 @@ class FacePriorRestorer:
     def crop_size(self, needed_side: float) -> int:
         return self.entry.input_size
 
-    def restore(self, crop: np.ndarray, fidelity: float = DEFAULT_FIDELITY) -> np.ndarray:
+    def restore(self, crop: np.ndarray, fidelity: float) -> np.ndarray:
         low, high = self.entry.value_range
         blob = (crop.transpose(2, 0, 1)[None] * (high - low) + low).astype(np.float32)
         feeds: dict[str, np.ndarray] = {self.image_input: blob}
@@ -113,7 +112,7 @@ class SuperResolutionFaceRestorer:
         side = math.ceil(needed_side / self.upscaler.native_scale / 16) * 16
         return int(min(max(side, self.min_crop), self.max_crop))
 
-    def restore(self, crop: np.ndarray, fidelity: float = DEFAULT_FIDELITY) -> np.ndarray:
+    def restore(self, crop: np.ndarray, fidelity: float) -> np.ndarray:
         return self.upscaler.run(crop)
 
 
@@ -121,10 +120,8 @@ def installed_face_priors() -> list[registry.ModelEntry]:
     return [e for e in registry.entries(registry.Purpose.FACE_RESTORER) if registry.is_installed(e)]
 
 
-def resolve_face_model(name: str = "auto", model_path: str | Path | None = None) -> registry.ModelEntry:
+def resolve_face_model(name: str = "auto") -> registry.ModelEntry:
     """'auto' takes the first installed face prior in registry order (GFPGAN 1.4 first), else Real-ESRGAN."""
-    if name == "auto" and model_path is not None:
-        raise OptionError("--model-path needs --face-model naming the model it holds (e.g. gfpgan-1.4)")
     if name == "auto":
         priors = installed_face_priors()
         return priors[0] if priors else registry.get_entry("realesrgan-x4plus")
@@ -141,7 +138,7 @@ def create_face_restorer(
     network: NetworkUpscaler | None = None,
 ) -> FaceRestorer:
     """A face restorer; ``network``, when given, is the already loaded super-resolution network to use."""
-    entry = resolve_face_model(name, model_path)
+    entry = resolve_face_model(name)
     if entry.purpose is registry.Purpose.UPSCALER:
         return SuperResolutionFaceRestorer(network or NetworkUpscaler(entry, device, TileOptions()))
     return FacePriorRestorer(entry, device, model_path)

@@ -12,20 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
-import cv2
 import numpy as np
 
 from facerestore import registry, runtime
 from facerestore.errors import ModelError, OptionError
 from facerestore.ncnn_import import ncnn_to_onnx
+from facerestore.pixels import from_float, output_size, resize, to_float
 from facerestore.quantization import int8_model_bytes
 
 Progress = Callable[[int, int], None]  # (done, total)
-BG_UPSAMPLERS = ("realesrgan-x4plus", "realesr-compact-x4", "realesr-compact-x2", "none")
-PRECISIONS = ("fp32", "int8")
-MAX_SCALE = 8.0
+Precision = Literal["fp32", "int8"]
 
 
 @dataclass(frozen=True)
@@ -40,46 +38,12 @@ class BackgroundUpscaler(Protocol):
     def upscale(self, image: np.ndarray, factor: float, progress: Progress | None = None) -> np.ndarray: ...
 
 
-def pixel_max(dtype: np.dtype) -> float:
-    return 65535.0 if dtype == np.uint16 else 255.0
-
-
-def to_float(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float32) / pixel_max(image.dtype)
-
-
-def from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    peak = pixel_max(dtype)
-    return np.clip(image * peak + 0.5, 0, peak).astype(dtype)
-
-
-def output_size(height: int, width: int, factor: float) -> tuple[int, int]:
-    return max(1, round(height * factor)), max(1, round(width * factor))
-
-
-def validate_factor(factor: float) -> None:
-    if not (0 < factor <= MAX_SCALE) or math.isnan(factor):
-        raise OptionError(f"scale {factor} is out of range (0 < scale <= {MAX_SCALE:g})")
-
-
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to (height, width): area averaging when shrinking, Lanczos when enlarging."""
-    height, width = size
-    if (height, width) == image.shape[:2]:
-        return image
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    return cv2.resize(
-        image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
-    )
-
-
 class ClassicalUpscaler:
     """Lanczos resize: instant, no detail added."""
 
     name = "none"
 
     def upscale(self, image: np.ndarray, factor: float, progress: Progress | None = None) -> np.ndarray:
-        validate_factor(factor)
         result = resize(image, output_size(image.shape[0], image.shape[1], factor))
         if progress:
             progress(1, 1)
@@ -109,12 +73,14 @@ class NetworkUpscaler:
         entry: registry.ModelEntry,
         device: str = "cpu",
         tiles: TileOptions | None = None,
-        precision: str = "fp32",
+        precision: Precision = "fp32",
     ) -> None:
         if entry.purpose is not registry.Purpose.UPSCALER:
             raise ModelError(f"model '{entry.name}' is not an upscaler")
-        if precision not in PRECISIONS:
-            raise OptionError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+        if precision not in get_args(Precision):
+            raise OptionError(
+                f"unknown precision '{precision}' (choose from {', '.join(get_args(Precision))})"
+            )
         self.name = entry.name
         self.native_scale = entry.scale
         self.tiles = tiles or TileOptions()
@@ -143,7 +109,6 @@ class NetworkUpscaler:
 
     def upscale(self, image: np.ndarray, factor: float, progress: Progress | None = None) -> np.ndarray:
         """Upscales an RGB uint8/uint16 image by ``factor``; the result has the input's dtype."""
-        validate_factor(factor)
         height, width = image.shape[:2]
         out_h, out_w = output_size(height, width, factor)
         result = np.empty((out_h, out_w, 3), dtype=image.dtype)

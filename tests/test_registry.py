@@ -348,7 +348,7 @@ def test_face_prior_contract(entry: registry.ModelEntry, model_folder: Path) -> 
         result = restorer.restore(crop, fidelity)
         assert result.shape == crop.shape and result.dtype == np.float32
         np.testing.assert_allclose(result, expected_output(entry, crop, fidelity), atol=1e-5)
-    assert restorer.supports_fidelity == (entry.fidelity_input is not None)
+    assert (restorer.fidelity_input is not None) == (entry.fidelity_input is not None)
 
 
 def test_codeformer_fidelity_changes_the_result(model_folder: Path) -> None:

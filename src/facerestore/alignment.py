@@ -37,10 +37,6 @@ class AlignedFace:
     affine: np.ndarray
     face: Face
 
-    @property
-    def size(self) -> int:
-        return int(self.crop.shape[0])
-
 
 def template_points(size: int, template: str = "ffhq") -> np.ndarray:
     try:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from facerestore.alignment import crop_footprint, warp_back
-from facerestore.upscaling import from_float, resize, to_float
+from facerestore.pixels import from_float, resize, to_float
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -98,33 +98,3 @@ def paste_face(canvas: np.ndarray, restored: np.ndarray, affine: np.ndarray, str
     target = canvas[y : y + height, x : x + width]
     mixed = to_float(target) * (1 - weight) + np.clip(face, 0, 1) * weight
     canvas[y : y + height, x : x + width] = from_float(mixed, canvas.dtype)
-
-
-def seam_gradients(image: np.ndarray, affine: np.ndarray, size: int) -> tuple[float, float]:
-    """Mean luma gradient across the paste-back border, and the same just inside and outside that border.
-
-    ``affine`` maps image pixels into the pasted crop of side ``size``. Gradients are measured along the
-    border's normal, where a seam would show: a visible seam makes the first figure exceed the second.
-    """
-    region = crop_footprint(affine, size, image.shape[:2])
-    x, y, width, height = region
-    mask = warp_back(feather_mask(size), affine, region, cv2.INTER_LINEAR)
-    pixels_per_crop = 1 / np.sqrt(abs(np.linalg.det(affine[:, :2])))
-    reach = max(3, round(0.08 * size * pixels_per_crop))
-    field = cv2.GaussianBlur(mask, (0, 0), reach)  # its gradient gives the border normal near the band too
-    normal_x, normal_y = cv2.Sobel(field, cv2.CV_32F, 1, 0), cv2.Sobel(field, cv2.CV_32F, 0, 1)
-    length = np.hypot(normal_x, normal_y) + 1e-12
-    luma = to_float(image[y : y + height, x : x + width]) @ _LUMA
-    across = np.abs(
-        cv2.Sobel(luma, cv2.CV_32F, 1, 0) * normal_x + cv2.Sobel(luma, cv2.CV_32F, 0, 1) * normal_y
-    )
-    across /= length
-    inside_photo = warp_back(np.ones((size, size), np.float32), affine, region, cv2.INTER_NEAREST) > 0
-    band = (mask > 0.02) & (mask < 0.98)
-    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
-    surroundings = (cv2.dilate(band.astype(np.uint8), kernel) > 0) & ~band
-    band &= inside_photo
-    surroundings &= inside_photo
-    if not band.any() or not surroundings.any():
-        return 0.0, 0.0
-    return float(across[band].mean()), float(across[surroundings].mean())

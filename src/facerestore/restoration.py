@@ -27,9 +27,6 @@ class FaceRestorer(Protocol):
     template: str
     is_face_prior: bool  # a face prior sees a fixed-size crop, so tiny faces are super-resolved for it first
 
-    @property
-    def supports_fidelity(self) -> bool: ...
-
     def crop_size(self, needed_side: float) -> int:
         """Side of the aligned input crop to cut, given the side the face should have in the output."""
 
@@ -75,10 +72,6 @@ class FacePriorRestorer:
             fidelity = (match[0].name, _ONNX_FLOAT_TYPES.get(match[0].type, np.float32))
         return images[0].name, fidelity
 
-    @property
-    def supports_fidelity(self) -> bool:
-        return self.fidelity_input is not None
-
     def crop_size(self, needed_side: float) -> int:
         return self.entry.input_size
 
@@ -100,7 +93,6 @@ class SuperResolutionFaceRestorer:
     """Restores a face with a general super-resolution network: the default without a face prior."""
 
     template = "ffhq"
-    supports_fidelity = False
     is_face_prior = False
     min_crop, max_crop = 64, 256
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -17,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from facerestore.errors import FaceRestoreError, ImageError, OptionError, option, spell_options
+from facerestore.files import write_atomically
 from facerestore.image_io import (
     SUPPORTED_EXTENSIONS,
     Picture,
     load_image,
     picture_from_array,
     save_image,
-    write_atomically,
 )
 from facerestore.options import BatchOptions
 from facerestore.pipeline import ProgressCallback, Restorer, RestoreResult
@@ -79,6 +81,12 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
     return found
 
 
+def real_path(path: Path) -> Path:
+    """The path with links followed; unlike Path.resolve, a link loop is no error here (reading the file
+    reports it, as for any unreadable input)."""
+    return Path(os.path.realpath(path))
+
+
 def output_extension(source: Path, extension: str) -> str:
     if extension != "auto":
         return "." + extension
@@ -98,22 +106,33 @@ def plan_jobs(inputs: Iterable[str], options: BatchOptions) -> list[Job]:
 def check_outputs(options: BatchOptions, jobs: Sequence[Job]) -> None:
     """Refuses before the first image what would fail for every image or lose a result: an output folder
     that is a file, two inputs writing one output, a report that would replace an input or another file."""
-    if options.output.exists() and not options.output.is_dir():
-        raise OptionError(f"{option('output')} {options.output} is a file, not a folder")
+    _check_writable_folder(options.output)
     targets: dict[Path, Job] = {}
     for job in jobs:
-        earlier = targets.setdefault(job.target.resolve(), job)
+        earlier = targets.setdefault(real_path(job.target), job)
         if earlier is not job:
             raise OptionError(
                 f"{earlier.source} and {job.source} would both be written to {job.target}: "
                 f"give them different names or restore them separately"
             )
     if options.report is not None:
-        _check_report_path(options.report, options.overwrite, {job.source.resolve() for job in jobs})
+        _check_report_path(options.report, options.overwrite, {real_path(job.source) for job in jobs})
+
+
+def _check_writable_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"{option('output')} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise OptionError(
+            f"{option('output')} {folder}: cannot write there ({error.strerror or error})"
+        ) from None
 
 
 def _check_report_path(report: Path, overwrite: bool, sources: set[Path]) -> None:
-    if report.resolve() in sources:
+    if real_path(report) in sources:
         raise OptionError(f"{option('report')} {report} is one of the inputs")
     if report.exists() and not overwrite:
         raise OptionError(f"{option('report')} {report} exists (set {option('overwrite')} to replace it)")
@@ -126,7 +145,7 @@ def write_report(records: Sequence[ImageRecord], options: BatchOptions) -> None:
 
 
 def check_target(job: Job, overwrite: bool) -> None:
-    if job.target.resolve() == job.source.resolve():
+    if real_path(job.target) == real_path(job.source):
         raise ImageError(
             f"{job.target}: output would replace the input "
             f"(choose another {option('output')} or {option('suffix')})"

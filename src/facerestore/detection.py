@@ -12,7 +12,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -105,7 +105,7 @@ def retinaface_model_bytes() -> bytes:
     return data
 
 
-@cache
+@lru_cache(maxsize=8)  # bounded: a server sees photos of every size
 def _retina_anchors(height: int, width: int) -> np.ndarray:
     """Anchor centres and sizes (cx, cy, w, h) in pixels, in the order the network emits them."""
     rows = []
@@ -150,7 +150,10 @@ class YuNet:
     def __init__(self, model_path: str | Path | None = None) -> None:
         path = str(registry.require(registry.get_entry("yunet"), model_path))
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        self.detector = cv2.FaceDetectorYN.create(path, "", (320, 320), 0.5, 0.3, 5000)
+        try:
+            self.detector = cv2.FaceDetectorYN.create(path, "", (320, 320), 0.5, 0.3, 5000)
+        except cv2.error:
+            raise ModelError(f"{path}: not a loadable YuNet model (expected YuNet's ONNX file)") from None
 
     def __call__(self, rgb: np.ndarray, score_threshold: float) -> np.ndarray:
         height, width = rgb.shape[:2]

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
@@ -25,6 +23,7 @@ import numpy as np
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from facerestore.errors import ImageError, ImageTooLargeError, OptionError, option
+from facerestore.files import write_atomically
 
 
 def _register_heif() -> bool:
@@ -63,9 +62,6 @@ _EXIF_PREFIX = b"Exif\x00\x00"
 
 # Pillow's bomb check is process-wide; this lock serialises the rare decodes that lift it.
 _PILLOW_LIMIT_LOCK = threading.Lock()
-# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 # eq=False: field-wise == and hash() would compare numpy arrays, which is ambiguous or unhashable.
@@ -434,22 +430,3 @@ def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> byt
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
-    temp: Path | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, delete=False, prefix="." + path.name, suffix=".part"
-        ) as part:
-            temp = Path(part.name)
-            part.write(data)
-            part.flush()
-            os.fsync(part.fileno())
-        os.chmod(temp, 0o666 & ~_UMASK)  # NamedTemporaryFile creates 0600 files
-        os.replace(temp, path)
-    except BaseException:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-        raise

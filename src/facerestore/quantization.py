@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from facerestore import registry
+from facerestore.files import write_atomically
 
 CALIBRATION_TILES = 8
 CALIBRATION_SIZE = 96
@@ -77,16 +77,17 @@ def _quantize(fp32_model: bytes, input_name: str, work: Path) -> bytes:
     return quantized.read_bytes()
 
 
-def int8_model_bytes(entry: registry.ModelEntry, fp32_model: bytes, input_name: str = "input") -> bytes:
-    """The int8 (QDQ, per-channel weights) version of a network: from the cache, else built and cached."""
+def int8_model_bytes(
+    entry: registry.ModelEntry, fp32_model: bytes, input_name: str = "input", *, rebuild: bool = False
+) -> bytes:
+    """The int8 (QDQ, per-channel weights) version of a network: from the cache, else (or when ``rebuild``)
+    built and cached."""
     target = cached_int8_path(entry)
-    if target.is_file():
+    if target.is_file() and not rebuild:
         return target.read_bytes()
     with tempfile.TemporaryDirectory() as work:
         data = _quantize(fp32_model, input_name, Path(work))
     with contextlib.suppress(OSError):  # a read-only model folder only costs re-quantizing next time
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".part")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        write_atomically(target, data)
     return data

@@ -60,8 +60,9 @@ def default_threads() -> int:
 
 
 def create_session(
-    model: bytes | Path, device: str = "cpu", *, threads: int | None = None
+    model: bytes | Path, device: str = "cpu", *, threads: int | None = None, name: str = "in-memory model"
 ) -> ort.InferenceSession:
+    """An ONNX Runtime session; ``name`` says which model a load error is about when ``model`` is bytes."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
@@ -71,6 +72,6 @@ def create_session(
     try:
         return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))
     except _LOAD_ERRORS as error:
-        name = "in-memory model" if isinstance(model, bytes) else str(model)
+        name = name if isinstance(model, bytes) else str(model)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{name}: not a loadable ONNX model ({first_line[:200]})") from None

@@ -10,17 +10,16 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Literal, Protocol, get_args
 
 import numpy as np
+import onnxruntime as ort
 
 from facerestore import registry, runtime
 from facerestore.errors import ModelError, OptionError
 from facerestore.ncnn_import import ncnn_to_onnx
 from facerestore.pixels import from_float, output_size, resize, to_float
-from facerestore.quantization import int8_model_bytes
+from facerestore.quantization import cached_int8_path, int8_model_bytes
 
 Progress = Callable[[int, int], None]  # (done, total)
 Precision = Literal["fp32", "int8"]
@@ -50,15 +49,22 @@ class ClassicalUpscaler:
         return result
 
 
-@cache
-def _onnx_bytes(param: Path, weights: Path) -> bytes:
-    return ncnn_to_onnx(param, weights).SerializeToString()
-
-
 def load_network_bytes(entry: registry.ModelEntry) -> bytes:
     """ONNX bytes of a packaged ncnn network, converted in memory (as fast as caching a file)."""
     stem = registry.require(entry)
-    return _onnx_bytes(stem.with_suffix(".param"), stem.with_suffix(".bin"))
+    return ncnn_to_onnx(stem.with_suffix(".param"), stem.with_suffix(".bin")).SerializeToString()
+
+
+def _int8_session(entry: registry.ModelEntry, fp32_model: bytes, device: str) -> ort.InferenceSession:
+    """The cached int8 network; a cache file that does not load (a disk error, another build's bytes) is
+    rebuilt once, and named if even that fails."""
+    cached = cached_int8_path(entry)
+    try:
+        return runtime.create_session(int8_model_bytes(entry, fp32_model), device, name=str(cached))
+    except ModelError:
+        return runtime.create_session(
+            int8_model_bytes(entry, fp32_model, rebuild=True), device, name=str(cached)
+        )
 
 
 def _tile_starts(length: int, tile: int) -> list[int]:
@@ -87,8 +93,9 @@ class NetworkUpscaler:
         self.precision = precision
         model = load_network_bytes(entry)
         if precision == "int8":
-            model = int8_model_bytes(entry, model)
-        self.session = runtime.create_session(model, device)
+            self.session = _int8_session(entry, model, device)
+        else:
+            self.session = runtime.create_session(model, device)
         self.input_name = self.session.get_inputs()[0].name
 
     def with_tiles(self, tiles: TileOptions) -> NetworkUpscaler:

@@ -12,6 +12,7 @@ from PIL import Image
 from facerestore.image_io import Picture, encode_image
 from facerestore.options import Encoding
 from facerestore.pipeline import Restorer, RestoreResult
+from facerestore.runtime import release_freed_memory
 from facerestore.server.forms import response_format
 from facerestore.server.jobs import Report
 
@@ -84,9 +85,12 @@ def restore_job(request: RestoreRequest, report: Report) -> RestoreOutcome:
     report("encode", 0, 1)
     fmt = response_format(request.encoding, request.picture.source_format)
     preview_format = "png" if request.picture.alpha is not None else "jpg"
-    return RestoreOutcome(
+    outcome = RestoreOutcome(
         image=encode(result.picture, fmt, request.encoding.quality),
         input_preview=encode(request.picture, preview_format, PREVIEW_QUALITY),
         face_thumbnails=tuple((_thumbnail(before), _thumbnail(after)) for before, after in result.crops),
         metadata=_metadata(request, result, fmt),
     )
+    del result
+    release_freed_memory()
+    return outcome

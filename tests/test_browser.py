@@ -170,6 +170,8 @@ def test_fidelity_and_licence_note_follow_the_model(page: Any) -> None:
     assert "not for commercial use" in page.inner_text("#model-note")
     page.select_option("#face-model", "gfpgan-1.4")
     assert page.locator("#fidelity-field").is_hidden() and page.locator("#model-note").is_hidden()
+    page.select_option("#face-model", "auto")  # no face prior is installed here: say how to get one
+    assert "facerestore models download gfpgan-1.4" in page.inner_text("#model-note")
 
 
 def test_the_page_offers_what_the_api_declares(page: Any, page_server: RunningServer) -> None:

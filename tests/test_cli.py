@@ -54,7 +54,12 @@ def test_a_non_commercial_model_is_named_as_such(
     code, _, err = run(capsys, "restore", str(source), "-o", str(tmp_path), *FAST, *quick_model)
     assert code == 0 and "note: gpen-bfr-256 is licensed no licence file upstream" in err
     code, _, err = run(capsys, "restore", str(source), "-o", str(tmp_path / "default"), *FAST)
-    assert code == 0 and "note:" not in err
+    assert code == 0 and "licensed" not in err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: no face-prior model is installed, so faces are restored with realesrgan-x4plus (less facial "
+        "detail); for GFPGAN run: facerestore models download gfpgan-1.4"
+    ]
 
 
 @pytest.mark.parametrize("extension", ["jpg", "png", "webp", "tiff"])

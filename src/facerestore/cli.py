@@ -18,7 +18,7 @@ from facerestore.errors import FaceRestoreError
 from facerestore.image_io import load_image
 from facerestore.options import BatchOptions, DetectionOptions, Options, RestoreOptions
 from facerestore.pipeline import ProgressCallback, Restorer
-from facerestore.restoration import resolve_face_model
+from facerestore.restoration import auto_fallback_note, resolve_face_model
 from facerestore.server.config import ServerConfig, api_keys_from_env
 
 OPTION_MODELS: tuple[type[Options], ...] = (RestoreOptions, DetectionOptions, BatchOptions, ServerConfig)
@@ -92,6 +92,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     output = options_from(args, BatchOptions)
     restorer = Restorer(options_from(args, RestoreOptions))
     _note_licence(restorer.plan.face_model)
+    fallback = auto_fallback_note(restorer.plan.face_model)
+    if fallback and restorer.options.face_model == "auto":
+        print(f"note: {fallback}", file=sys.stderr)
     jobs = batch.plan_jobs(args.inputs, output)
     if not jobs:
         print("error: no input images found", file=sys.stderr)

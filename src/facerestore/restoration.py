@@ -108,8 +108,21 @@ class SuperResolutionFaceRestorer:
         return self.upscaler.run(crop)
 
 
+RECOMMENDED_FACE_PRIOR = "gfpgan-1.4"  # permissive licence, natural detail
+
+
 def installed_face_priors() -> list[registry.ModelEntry]:
     return [e for e in registry.entries(registry.Purpose.FACE_RESTORER) if registry.is_installed(e)]
+
+
+def auto_fallback_note(entry: registry.ModelEntry) -> str | None:
+    """What to tell a user whose 'auto' found no face prior installed: once, with the command to fix it."""
+    if entry.purpose is not registry.Purpose.UPSCALER:
+        return None
+    return (
+        f"no face-prior model is installed, so faces are restored with {entry.name} (less facial detail); "
+        f"for GFPGAN run: facerestore models download {RECOMMENDED_FACE_PRIOR}"
+    )
 
 
 def resolve_face_model(name: str = "auto") -> registry.ModelEntry:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from facerestore import registry
 from facerestore.options import RestoreOptions, http_fields
-from facerestore.restoration import resolve_face_model
+from facerestore.restoration import auto_fallback_note, resolve_face_model
 from facerestore.server.http import ApiError
 from facerestore.server.jobs import JobState
 from facerestore.server.restore import EncodedImage, RestoreOutcome
@@ -85,10 +85,12 @@ def image_response(image: EncodedImage, filename: str, *, download: bool = False
 def models_view(state: ServerState) -> dict[str, Any]:
     """The models and the option choices the page offers, from the registry and the option declarations."""
     rows = [registry.model_info(entry) for entry in registry.MODELS]
+    auto = resolve_face_model("auto")
     choices = {field.name: list(field.choices) for field in http_fields(RestoreOptions) if field.choices}
     return {
         "models": [{k: v for k, v in row.items() if k not in SERVER_ONLY_INFO} for row in rows],
         "choices": choices,
-        "auto_face_model": resolve_face_model("auto").name,
+        "auto_face_model": auto.name,
+        "auto_fallback_note": auto_fallback_note(auto),
         "limits": {"max_upload_bytes": state.config.max_upload_bytes},
     }

@@ -53,6 +53,7 @@ const ui = {
 const state = {
   models: new Map(), // name -> registry row from /v1/models
   autoModel: null,
+  autoFallbackNote: null,
   file: null,
   jobId: null,
   blobUrls: [],
@@ -155,10 +156,12 @@ function updateModelFields() {
   ui.fidelityField.hidden = !(model && model.supports_fidelity);
   if (model && !model.commercial_use) {
     ui.modelNote.textContent = `${model.title} is licensed “${model.licence}”: not for commercial use.`;
-    ui.modelNote.hidden = false;
+  } else if (ui.model.value === "auto" && state.autoFallbackNote) {
+    ui.modelNote.textContent = `Note: ${state.autoFallbackNote}.`;
   } else {
-    ui.modelNote.hidden = true;
+    ui.modelNote.textContent = "";
   }
+  ui.modelNote.hidden = !ui.modelNote.textContent;
 }
 
 function addOption(select, value, text, { disabled = false, selected = false } = {}) {
@@ -181,6 +184,7 @@ const BACKGROUND_LABELS = { auto: "Automatic", none: "Resize only (fastest)" };
 function buildOptions(info, form) {
   const fields = form.properties;
   state.autoModel = info.auto_face_model;
+  state.autoFallbackNote = info.auto_fallback_note;
   const auto = state.models.get(info.auto_face_model);
   addOption(ui.model, "auto", `Automatic: ${auto ? auto.title : info.auto_face_model}`, { selected: true });
   info.choices.face_model.filter((name) => name !== "auto").forEach((name) => {

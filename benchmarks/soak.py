@@ -2,8 +2,9 @@
 
 Starts ``facerestore serve`` on loopback and restores N real photos one after another, each shrunk to a
 different size (so that every size-keyed cache would see a new key), deleting each job once its result is
-back (retained results are bounded separately), and reading the server's resident memory after each. Prints the curve and the largest deviation from the level reached after warm-up; writes the
-curve as a PNG. Exits non-zero if memory grew past the tolerance or a restore failed.
+back (retained results are bounded separately), and reading the server's resident memory after each.
+Prints the curve and the largest deviation from the level reached after warm-up; writes the curve as a PNG.
+Exits non-zero if memory grew past the tolerance or a restore failed.
 
     python benchmarks/soak.py                     # 200 photos, the server's defaults
     python benchmarks/soak.py --count 30 --fast   # a quick look (compact networks, smaller photos)

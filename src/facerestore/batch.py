@@ -30,9 +30,11 @@ from facerestore.image_io import (
 from facerestore.options import BatchOptions
 from facerestore.pipeline import ProgressCallback, Restorer, RestoreResult
 from facerestore.pixels import resize
+from facerestore.video import VIDEO_EXTENSIONS, is_video, restore_video
 
 WRITABLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 COMPARE_MAX_HEIGHT = 1600
+INPUT_EXTENSIONS = (*SUPPORTED_EXTENSIONS, *VIDEO_EXTENSIONS)  # what a folder is searched for
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class ImageRecord:
     face_model: str | None = None
     bg_upsampler: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    video: dict[str, Any] | None = None  # for a clip: frames, rate, duration, streams copied, faces restored
     error: str | None = None
 
 
@@ -67,7 +70,9 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[Path, Path]]:
         path = Path(text)
         if path.is_dir():
             files = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in (*SUPPORTED_EXTENSIONS, *VIDEO_EXTENSIONS)
             )
             found.extend((file, path) for file in files)
         elif _is_pattern(text) and not path.exists():
@@ -88,6 +93,9 @@ def real_path(path: Path) -> Path:
 
 
 def output_extension(source: Path, extension: str) -> str:
+    """A clip keeps its container; a picture takes the chosen format, else its own where it can be written."""
+    if is_video(source):
+        return source.suffix.lower()
     if extension != "auto":
         return "." + extension
     suffix = source.suffix.lower()
@@ -181,6 +189,59 @@ def _save_extras(result: RestoreResult, picture: Picture, job: Job, options: Bat
         )
 
 
+def _restore_picture(
+    restorer: Restorer,
+    job: Job,
+    options: BatchOptions,
+    record: ImageRecord,
+    progress: ProgressCallback | None,
+) -> None:
+    start = time.perf_counter()
+    picture = load_image(job.source, max_pixels=options.max_pixels)
+    decode = time.perf_counter() - start
+    record.size_in = [picture.width, picture.height]
+    result = restorer.restore(picture, progress=progress, keep_crops=options.save_faces)
+    start = time.perf_counter()
+    save_image(result.picture, job.target, overwrite=options.overwrite, quality=options.encoding.quality)
+    record.timings = {
+        "decode": round(decode, 4),
+        **result.timings,
+        "encode": round(time.perf_counter() - start, 4),
+    }
+    _save_extras(result, picture, job, options)
+    record.output = str(job.target)
+    record.size_out = [result.picture.width, result.picture.height]
+    record.faces = [face.to_dict() for face in result.faces]
+    record.face_model, record.bg_upsampler = result.face_model, result.bg_upsampler
+
+
+def _restore_clip(
+    restorer: Restorer,
+    job: Job,
+    options: BatchOptions,
+    record: ImageRecord,
+    progress: ProgressCallback | None,
+) -> None:
+    report = progress or (lambda stage, done, total: None)
+    clip = restore_video(
+        job.source,
+        job.target,
+        restorer,
+        options.video,
+        progress=lambda done, total: report("frames", done, total or 0),
+        max_pixels=options.max_pixels,
+    )
+    record.output = str(job.target)
+    record.size_in, record.size_out = clip.size_in, clip.size_out
+    record.face_model, record.bg_upsampler = clip.face_model, clip.bg_upsampler
+    record.timings = clip.timings
+    record.video = {
+        key: value
+        for key, value in vars(clip).items()
+        if key not in ("size_in", "size_out", "face_model", "bg_upsampler", "timings")
+    }
+
+
 def process(
     restorer: Restorer,
     job: Job,
@@ -194,23 +255,10 @@ def process(
     record = ImageRecord(input=str(job.source))
     try:
         check_target(job, options.overwrite)
-        start = time.perf_counter()
-        picture = load_image(job.source, max_pixels=options.max_pixels)
-        decode = time.perf_counter() - start
-        record.size_in = [picture.width, picture.height]
-        result = restorer.restore(picture, progress=progress, keep_crops=options.save_faces)
-        start = time.perf_counter()
-        save_image(result.picture, job.target, overwrite=options.overwrite, quality=options.encoding.quality)
-        record.timings = {
-            "decode": round(decode, 4),
-            **result.timings,
-            "encode": round(time.perf_counter() - start, 4),
-        }
-        _save_extras(result, picture, job, options)
-        record.output = str(job.target)
-        record.size_out = [result.picture.width, result.picture.height]
-        record.faces = [face.to_dict() for face in result.faces]
-        record.face_model, record.bg_upsampler = result.face_model, result.bg_upsampler
+        if is_video(job.source):
+            _restore_clip(restorer, job, options, record, progress)
+        else:
+            _restore_picture(restorer, job, options, record, progress)
     except FaceRestoreError as error:
         record.error = error.render(spell)
     except MemoryError:

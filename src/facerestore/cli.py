@@ -26,7 +26,9 @@ DETECT_OPTIONS = ("detector", "detector_model_path", "device", *DetectionOptions
 
 
 def _add_restore_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or globs")
+    parser.add_argument(
+        "inputs", nargs="+", help="image or video files, folders (searched recursively) or globs"
+    )
     add_options(parser, RestoreOptions)
     add_options(parser.add_argument_group("output"), BatchOptions)
 
@@ -60,20 +62,28 @@ def _error_line(source: str, message: str) -> str:
     return f"error: {message}" if message.startswith(source) else f"error: {source}: {message}"
 
 
+_STAGE_UNITS = {"upscale": "tile", "faces": "face", "frames": "frame"}  # the stages worth a bar
+
+
 class _StageBar:
-    """A transient bar for one picture's slow stages (background tiles, faces)."""
+    """A transient bar for one input's slow stages (background tiles, faces, a clip's frames), with rate
+    and ETA; a clip whose frame count is unknown gets a bar without a total."""
 
     def __init__(self, name: str, enabled: bool) -> None:
         self.name, self.enabled = name, enabled
         self.bar: Any = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled or stage not in ("upscale", "faces") or total < 2:
+        if not self.enabled or stage not in _STAGE_UNITS or (total < 2 and stage != "frames"):
             return
         if self.bar is None or self.bar.desc != f"{self.name} {stage}":
             self.close()
             self.bar = tqdm(
-                total=total, desc=f"{self.name} {stage}", unit="step", leave=False, file=sys.stderr
+                total=total or None,
+                desc=f"{self.name} {stage}",
+                unit=_STAGE_UNITS[stage],
+                leave=False,
+                file=sys.stderr,
             )
         self.bar.update(done - self.bar.n)
 
@@ -123,9 +133,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     records = batch.run_batch(restorer, jobs, output, on_record, progress_for, debug=args.debug, spell=_flag)
     overall.close()
     failed = [r for r in records if r.error]
-    faces = sum(len(r.faces) for r in records)
+    faces = sum(len(r.faces) or (r.video or {}).get("faces", 0) for r in records)
     print(
-        f"{len(records) - len(failed)} of {len(records)} images restored, {faces} faces, {len(failed)} failed"
+        f"{len(records) - len(failed)} of {len(records)} inputs restored, {faces} faces, {len(failed)} failed"
         f" -> {output.output}",
         file=sys.stderr,
     )

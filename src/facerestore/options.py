@@ -155,6 +155,17 @@ class Encoding(Options):
     """JPEG and WebP quality, 1 to 100"""
 
 
+class VideoOptions(Options):
+    """How restored video is encoded (sound and subtitles are copied as they are)."""
+
+    codec: Literal["libx264", "libx265", "libvpx-vp9"] = "libx264"
+    """video encoder (libx264 and libx265 are GPL, bundled with PyAV's FFmpeg)"""
+    crf: Annotated[int, Field(ge=0, le=51)] = 18
+    """constant-quality level: lower is better and larger (18: visually lossless for x264)"""
+    preset: Literal["ultrafast", "veryfast", "fast", "medium", "slow", "veryslow"] = "medium"
+    """encoder speed against file size"""
+
+
 class BatchOptions(Options):
     """What a batch of files writes where (the CLI's restore command)."""
 
@@ -173,6 +184,7 @@ class BatchOptions(Options):
     max_pixels: Annotated[int, Field(ge=1), CLI_ONLY] = DEFAULT_MAX_PIXELS
     """refuse images with more pixels than this (decompression bombs)"""
     encoding: Encoding = Encoding()
+    video: VideoOptions = VideoOptions()
 
 
 # -- deriving surfaces

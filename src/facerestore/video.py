@@ -1,0 +1,234 @@
+"""Video: every frame's faces restored, streamed from decoder to encoder, everything else kept.
+
+Frames are decoded, restored and encoded one at a time, so memory does not depend on the clip's length and
+nothing is written to disk but the output, which appears atomically (a temporary name, then a rename).
+Every stream that is not the picture (sound, subtitles) is copied packet for packet; each frame keeps its
+timestamp, so a variable frame rate stays variable and the frame count is the input's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from facerestore.errors import ImageError, option
+from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
+from facerestore.options import VideoOptions
+from facerestore.pipeline import Restorer
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+FrameProgress = Callable[[int, int | None], None]  # (frames done, frames expected or None)
+_EIGHT_BIT_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "rgb24"}
+_COPYABLE = ("audio", "subtitle", "data")
+
+
+class VideoError(ImageError):
+    """The file cannot be read or written as a video (no video stream, truncated, unsupported)."""
+
+
+@dataclass
+class VideoReport:
+    """What happened to one clip: the report's record."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    corrupt_packets: int = 0
+    fps: float | None = None
+    duration_s: float | None = None
+    size_in: list[int] | None = None
+    size_out: list[int] | None = None
+    faces: int = 0  # faces restored, summed over frames
+    face_model: str | None = None
+    bg_upsampler: str | None = None
+    copied_streams: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def restore_video(
+    source: Path,
+    target: Path,
+    restorer: Restorer,
+    options: VideoOptions | None = None,
+    progress: FrameProgress | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> VideoReport:
+    """Restores ``source`` into ``target`` (written atomically); one VideoError line when it cannot."""
+    options = options or VideoOptions()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        with _open_input(source) as container:
+            _check_frame_size(container.streams.video[0], source, max_pixels)
+            report = _transcode(container, temp, restorer, options, progress or (lambda done, total: None))
+        os.replace(temp, target)
+        return report
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _open_input(source: Path) -> Iterator[Any]:
+    """The input container, with PyAV's errors turned into one VideoError line."""
+    try:
+        container = av.open(str(source))
+    except (av.error.FFmpegError, OSError) as error:
+        raise VideoError(f"{source}: not a readable video ({_reason(error)})") from None
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{source}: has no video stream")
+        yield container
+    finally:
+        container.close()
+
+
+def _reason(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(str(text).split())[:160]
+
+
+def _transcode(
+    container: Any, temp: Path, restorer: Restorer, options: VideoOptions, progress: FrameProgress
+) -> VideoReport:
+    video_in = container.streams.video[0]
+    _check_supported(video_in, container.name)
+    report = _describe_input(video_in, container)
+    report.face_model, report.bg_upsampler = restorer.plan.face_model.name, restorer.plan.bg_upsampler
+    try:
+        output = av.open(str(temp), "w", format=_muxer_for(temp))
+    except (av.error.FFmpegError, ValueError) as error:
+        raise VideoError(f"{temp.suffix}: cannot write this video format ({_reason(error)})") from None
+    with output:
+        width, height = _output_size(video_in, restorer.options.scale)
+        video_out = _video_stream(output, video_in, width, height, options)
+        copies = {
+            stream.index: output.add_stream_from_template(stream)
+            for stream in container.streams
+            if stream.type in _COPYABLE
+        }
+        report.copied_streams = [stream.type for stream in container.streams if stream.index in copies]
+        report.size_out = [width, height]
+        started = time.perf_counter()
+        for packet in container.demux():
+            if packet.stream.index in copies:
+                _copy(packet, copies[packet.stream.index], output)
+            elif packet.stream is video_in:
+                for frame in _decoded(packet, report):
+                    _encode(_restored(frame, restorer, report, width, height), video_out, output)
+                    report.frames_out += 1
+                    progress(report.frames_out, video_in.frames or None)
+        for packet in video_out.encode(None):
+            output.mux(packet)
+        report.timings["total"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _check_frame_size(stream: Any, source: Path, max_pixels: int) -> None:
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > max_pixels:
+        raise VideoError(
+            f"{source}: {width}x{height} frames exceed the limit of {max_pixels / 1e6:g} megapixels "
+            f"(raise it with {option('max_pixels')})"
+        )
+
+
+def _check_supported(stream: Any, name: str) -> None:
+    if stream.codec_context.format is None:
+        raise VideoError(f"{name}: the video codec '{stream.codec_context.name}' cannot be decoded here")
+    pixel_format = stream.codec_context.format.name
+    if pixel_format not in _EIGHT_BIT_FORMATS:
+        raise VideoError(
+            f"{name}: {pixel_format} video (10-bit or HDR) is not supported yet: facerestore writes 8-bit "
+            f"video, which would lose its depth; convert it to 8-bit first"
+        )
+
+
+def _describe_input(stream: Any, container: Any) -> VideoReport:
+    report = VideoReport()
+    report.size_in = [stream.codec_context.width, stream.codec_context.height]
+    report.fps = round(float(stream.average_rate), 3) if stream.average_rate else None
+    if container.duration:
+        report.duration_s = round(container.duration / av.time_base, 3)
+    return report
+
+
+def _muxer_for(temp: Path) -> str:
+    """The output container by the target's extension (the temporary file has the same one)."""
+    return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".m4v": "mp4", ".avi": "avi"}.get(
+        temp.suffix.lower(), "mp4"
+    )
+
+
+def _output_size(stream: Any, scale: float) -> tuple[int, int]:
+    """The scaled frame size, rounded to even sides: 4:2:0 video needs them."""
+    width = max(2, round(stream.codec_context.width * scale / 2) * 2)
+    height = max(2, round(stream.codec_context.height * scale / 2) * 2)
+    return width, height
+
+
+def _video_stream(output: Any, source: Any, width: int, height: int, options: VideoOptions) -> Any:
+    rate = source.average_rate or Fraction(30)
+    stream = output.add_stream(options.codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    # Every frame keeps its own timestamp (variable rates stay variable): the encoder counts in the source's
+    # time base, not in ticks of the average rate.
+    stream.time_base = stream.codec_context.time_base = source.time_base
+    stream.options = {"crf": str(options.crf), "preset": options.preset}
+    return stream
+
+
+def _copy(packet: Any, stream: Any, output: Any) -> None:
+    if packet.dts is None and packet.pts is None:
+        return  # the demuxer's end-of-stream marker carries no data
+    packet.stream = stream
+    output.mux(packet)
+
+
+def _decoded(packet: Any, report: VideoReport) -> Iterator[Any]:
+    """The packet's frames; a corrupt packet is counted and skipped, never the end of the clip."""
+    try:
+        frames = packet.decode()
+    except av.error.InvalidDataError:
+        report.corrupt_packets += 1
+        return
+    for frame in frames:
+        report.frames_in += 1
+        yield frame
+
+
+def _restored(frame: Any, restorer: Restorer, report: VideoReport, width: int, height: int) -> Any:
+    pixels = frame.to_ndarray(format="rgb24")
+    result = restorer.restore(Picture(pixels=np.ascontiguousarray(pixels)))
+    report.faces += len(result.faces)
+    for stage, seconds in result.timings.items():
+        report.timings[stage] = round(report.timings.get(stage, 0.0) + seconds, 3)
+    restored = result.picture.pixels
+    if restored.ndim == 2:
+        restored = np.repeat(restored[..., None], 3, axis=2)
+    out = av.VideoFrame.from_ndarray(np.ascontiguousarray(restored[..., :3]), format="rgb24")
+    if out.width != width or out.height != height:
+        out = out.reformat(width=width, height=height)
+    out.pts, out.time_base = frame.pts, frame.time_base
+    return out
+
+
+def _encode(frame: Any, stream: Any, output: Any) -> None:
+    for packet in stream.encode(frame):
+        output.mux(packet)

@@ -1,0 +1,147 @@
+"""Video through the same command as photos: every frame restored, frame count, timestamps and sound kept,
+bad clips one line each while the rest of the batch goes on. Clips are built here from real photos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from facerestore.cli import main
+
+FAST = ["--face-model", "realesr-compact-x4", "--bg-upsampler", "none", "--preset", "ultrafast"]
+SIDE = (320, 240)
+SAMPLE_RATE = 16000
+
+
+def pan_frames(shared_dir: Path, count: int) -> list[np.ndarray]:
+    """A slow pan across a real photo of two people."""
+    photo = np.asarray(Image.open(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg").convert("RGB"))
+    return [
+        np.ascontiguousarray(photo[60 : 60 + SIDE[1], 100 + 6 * i : 100 + 6 * i + SIDE[0]])
+        for i in range(count)
+    ]
+
+
+def write_clip(path: Path, frames: Sequence[np.ndarray], pts: Sequence[int], time_base: Fraction) -> None:
+    """An H.264 clip with the given frame timestamps and a generated AAC tone as its sound."""
+    with av.open(str(path), "w") as output:
+        video = output.add_stream("libx264", rate=8)
+        video.width, video.height, video.pix_fmt = *SIDE, "yuv420p"
+        video.time_base = video.codec_context.time_base = time_base
+        audio = output.add_stream("aac", rate=SAMPLE_RATE)
+        audio.layout = "mono"
+        for pixels, stamp in zip(frames, pts, strict=True):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = stamp, time_base
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+        seconds = float(pts[-1] * time_base) + 0.2
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE)).astype(
+            np.float32
+        )
+        for start in range(0, tone.size, 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
+            output.mux(audio.encode(chunk))
+        output.mux(audio.encode(None))
+
+
+def frame_stamps(path: Path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [frame.pts for frame in container.decode(video=0)]
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(packet) for packet in container.demux(audio=0) if packet.size]
+
+
+@pytest.fixture(scope="module")
+def clips(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    frames = pan_frames(shared_dir, 6)
+    steady, varying = folder / "steady.mp4", folder / "varying.mkv"
+    write_clip(steady, frames, [i * 1000 for i in range(6)], Fraction(1, 8000))  # 8 frames/s
+    write_clip(varying, frames, [0, 90, 150, 400, 430, 700], Fraction(1, 1000))  # a variable frame rate
+    return {"steady": steady, "varying": varying}
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["-q", *args])
+    return code, capsys.readouterr().err
+
+
+def test_a_clip_keeps_its_frames_timestamps_and_sound(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    code, err = run(
+        capsys, "restore", str(clips["steady"]), "-o", str(tmp_path), "--report", str(report), *FAST
+    )
+    assert code == 0, err
+    restored = tmp_path / "steady.mp4"
+    assert frame_stamps(restored) == frame_stamps(clips["steady"]) and len(frame_stamps(restored)) == 6
+    assert audio_packets(restored) == audio_packets(clips["steady"])
+    with av.open(str(restored)) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (640, 480)
+    [record] = json.loads(report.read_text())
+    video = record["video"]
+    assert (video["frames_in"], video["frames_out"], video["corrupt_packets"]) == (6, 6, 0)
+    assert video["faces"] >= 6 and video["copied_streams"] == ["audio"] and record["size_out"] == [640, 480]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "written atomically"
+
+
+def test_a_variable_frame_rate_stays_variable(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    code, err = run(capsys, "restore", str(clips["varying"]), "-o", str(tmp_path), "--scale", "1", *FAST)
+    assert code == 0, err
+    assert (
+        frame_stamps(tmp_path / "varying.mkv")
+        == frame_stamps(clips["varying"])
+        == [0, 90, 150, 400, 430, 700]
+    )
+    assert audio_packets(tmp_path / "varying.mkv") == audio_packets(clips["varying"])
+
+
+def test_bad_clips_fail_alone_with_one_line(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.mp4").write_bytes(clips["steady"].read_bytes())
+    (folder / "notes.mp4").write_text("not a video at all\n" * 20)
+    (folder / "truncated.mp4").write_bytes(clips["steady"].read_bytes()[:3000])
+    (folder / "empty.mov").write_bytes(b"")
+    with av.open(str(folder / "sound-only.mkv"), "w") as output:  # a container with no picture
+        audio = output.add_stream("aac", rate=SAMPLE_RATE)
+        audio.layout = "mono"
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = SAMPLE_RATE, 0
+        output.mux(audio.encode(chunk))
+        output.mux(audio.encode(None))
+    out = tmp_path / "out"
+    code, err = run(capsys, "restore", str(folder), "-o", str(out), *FAST)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 4, err
+    assert any("sound-only.mkv" in line and "no video stream" in line for line in errors)
+    assert all("Traceback" not in line and "internal error" not in line for line in errors)
+    assert sorted(p.name for p in out.iterdir()) == ["good.mp4"]
+    assert len(frame_stamps(out / "good.mp4")) == 6
+
+
+def test_frames_over_the_pixel_limit_are_refused(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    code, err = run(
+        capsys, "restore", str(clips["steady"]), "-o", str(tmp_path), "--max-pixels", "1000", *FAST
+    )
+    assert code == 1 and "megapixels" in err and "--max-pixels" in err
+    assert not (tmp_path / "steady.mp4").exists()

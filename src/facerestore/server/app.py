@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from facerestore import __version__
@@ -31,9 +31,11 @@ from facerestore.server.http import (
     ApiError,
     ApiKeyCheck,
     BodySizeLimit,
+    CloseUnreadBody,
     SecurityHeaders,
     error_response,
     handle_api_error,
+    handle_client_gone,
     handle_http_exception,
     handle_unexpected,
 )
@@ -95,7 +97,11 @@ async def handle_invalid_request(request: Request, error: Exception) -> Response
 
 
 def _middleware(config: ServerConfig) -> list[Middleware]:
-    stack = [Middleware(SecurityHeaders)]
+    """Outermost first: any early answer, whichever layer sends it, closes a connection with a body unread."""
+    stack = [
+        Middleware(CloseUnreadBody),
+        Middleware(SecurityHeaders),
+    ]
     if config.cors_origins:
         stack.append(
             Middleware(
@@ -143,6 +149,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         middleware=_middleware(config),
         exception_handlers={
             ApiError: handle_api_error,
+            ClientDisconnect: handle_client_gone,
             RequestValidationError: handle_invalid_request,
             HTTPException: handle_http_exception,
             404: not_found,

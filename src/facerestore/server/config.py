@@ -39,6 +39,11 @@ class ServerConfig(Options):
     """seconds a finished job's result is kept"""
     max_stored_jobs: Annotated[int, Field(ge=1), CLI_ONLY] = 100
     """finished jobs kept at most; the oldest go first"""
+    max_connections: Annotated[int, Field(ge=1, le=100_000), CLI_ONLY] = 128
+    """connections held at once (fewer when the open-file limit is low); beyond it the longest idle one is
+    closed"""
+    header_timeout: Annotated[float, Field(gt=0, le=600), CLI_ONLY] = 10.0
+    """seconds a client has to send a request's headers before its connection is closed"""
     api_keys: Annotated[tuple[str, ...], Expose(http=False, flags=("--api-key",))] = ()
     """require this bearer token on /v1 (repeatable; or the FACERESTORE_API_KEYS variable, comma-separated)"""
     cors_origins: Annotated[tuple[str, ...], Expose(http=False, flags=("--cors-origin",))] = ()

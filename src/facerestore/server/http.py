@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("facerestore.server")
 PUBLIC_PATHS = ("/v1/health", "/v1/ready", "/v1/openapi.json")  # open even when API keys are set
+CLOSE = (b"connection", b"close")
 # Nothing on the page may load from, or send to, anywhere but this server.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
@@ -48,6 +49,12 @@ async def handle_http_exception(_: Request, error: Exception) -> Response:
     return error_response(error.status_code, message, headers)
 
 
+async def handle_client_gone(request: Request, error: Exception) -> Response:
+    """A client that hangs up mid-upload is routine: one quiet line, and nobody is left to answer."""
+    log.info("the client hung up during %s %s", request.method, request.url.path)
+    return error_response(400, "the client disconnected")
+
+
 async def handle_unexpected(request: Request, error: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(500, "internal error (details are in the server's log)")
@@ -59,6 +66,39 @@ async def _send_json(send: Send, status: int, body: dict[str, str], headers: dic
     raw += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = Headers(scope=scope)
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+
+
+class CloseUnreadBody:
+    """An answer sent before the whole request body has arrived (an error, mostly) closes the connection:
+    otherwise the server would go on reading, and throwing away, the rest of the upload."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def watching_receive() -> Message:
+            nonlocal complete
+            message = await receive()
+            complete = complete or not message.get("more_body", False)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            headers = list(message.get("headers", []))
+            if message["type"] == "http.response.start" and not complete and CLOSE not in headers:
+                message = {**message, "headers": [*headers, CLOSE]}
+            await send(message)
+
+        await self.app(scope, watching_receive, closing_send)
 
 
 class BodySizeLimit:

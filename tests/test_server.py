@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import resource
 import select
 import socket
@@ -179,13 +180,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """Tight limits, an API key, CORS for one origin, and a corrupt CodeFormer file, which 'auto' then
-    picks, so that its restores fail the way a broken model does."""
+    """Tight limits, an API key, CORS for one origin, one more host name, and a model folder with only a
+    corrupt CodeFormer file, which 'auto' then picks, so that its restores fail like a broken model's."""
     models = tmp_path_factory.mktemp("models")
     (models / "codeformer.onnx").write_bytes(b"not an ONNX model")
     arguments = [
         "--max-upload-mb", "1", "--max-jobs", "1", "--queue-size", "1", "--retention", "3",
         "--sync-max-pixels", "200000", "--api-key", "sesame", "--cors-origin", "http://app.example",
+        "--allowed-host", "photos.example",
     ]  # fmt: skip
     env = {"FACERESTORE_MODEL_DIR": str(models)}
     with running_server(tmp_path_factory.mktemp("strict"), *arguments, env=env, wait_ready=False) as running:
@@ -602,6 +604,68 @@ def test_a_client_hanging_up_mid_upload_is_not_an_error(server: RunningServer) -
     said = server.output()[before:]
     assert "Traceback" not in said and "error" not in said.lower()
     assert len(said.splitlines()) <= 1
+
+
+# -- whose requests are answered
+
+
+def test_only_the_servers_own_host_names_are_answered(server: RunningServer, api: httpx.Client) -> None:
+    port = server.address[1]
+    for host in ("evil.example", f"evil.example:{port}", "localhost.evil.example"):
+        assert_json_error(api.get("/v1/health", headers={"host": host}), 400, "unknown host")
+    for host in (f"localhost:{port}", "127.0.0.1", f"[::1]:{port}", f"192.168.1.20:{port}"):
+        assert api.get("/v1/health", headers={"host": host}).status_code == 200, host
+
+
+def test_more_host_names_can_be_allowed(strict_api: httpx.Client) -> None:
+    assert strict_api.get("/v1/health", headers={"host": "photos.example:8000"}).status_code == 200
+    assert_json_error(strict_api.get("/v1/health", headers={"host": "other.example"}), 400, "unknown host")
+
+
+def test_cross_site_posts_are_refused(api: httpx.Client, photos: Photos) -> None:
+    evil = {"origin": "http://evil.example"}
+    for headers in ({**evil, "sec-fetch-site": "cross-site"}, evil, {"sec-fetch-site": "same-site"}):
+        refused = api.post("/v1/jobs", files=upload(photos.one_face), headers=headers)
+        assert_json_error(refused, 403, "cross-site")
+    own = {"sec-fetch-site": "same-origin", "origin": str(api.base_url).rstrip("/")}
+    assert api.post("/v1/detect", files=upload(photos.one_face), headers=own).status_code == 200
+    assert api.get("/v1/health", headers={**evil, "sec-fetch-site": "cross-site"}).status_code == 200
+
+
+def test_cors_origins_may_post_and_refusals_are_json(strict_api: httpx.Client, photos: Photos) -> None:
+    allowed = {"origin": "http://app.example", "sec-fetch-site": "cross-site"}
+    response = strict_api.post("/v1/detect", files=upload(photos.one_face), headers=allowed)
+    assert (
+        response.status_code == 200
+        and response.headers["access-control-allow-origin"] == "http://app.example"
+    )
+    preflight = {"origin": "http://evil.example", "access-control-request-method": "POST"}
+    assert_json_error(strict_api.options("/v1/jobs", headers=preflight), 400, "CORS", "origin")
+
+
+# -- what errors tell
+
+
+def _names_no_server_path(message: str) -> None:
+    assert not re.search(r"(^|[\s(:'])/\w", message), message
+
+
+def test_errors_name_no_server_paths(strict_api: httpx.Client, photos: Photos) -> None:
+    created = strict_api.post("/v1/jobs", files=upload(photos.tiny_face), data=FAST)
+    job, _ = wait_for_job(strict_api, created.json()["id"])
+    assert job["status"] == "failed" and "codeformer.onnx" in job["error"]
+    _names_no_server_path(job["error"])
+    _names_no_server_path(strict_api.get("/v1/ready").json()["reason"])
+    missing = strict_api.post("/v1/jobs", files=upload(photos.tiny_face), data={"face_model": "gfpgan-1.4"})
+    message = assert_json_error(missing, 400, "gfpgan-1.4", "missing", "not installed on this server")
+    _names_no_server_path(message)
+    assert "FACERESTORE_MODEL_DIR" not in message and "facerestore models" not in message
+
+
+def test_errors_name_server_settings_not_flags(api: httpx.Client) -> None:
+    bomb = api.post("/v1/jobs", files=upload(png_claiming(60_000, 60_000)))
+    message = assert_json_error(bomb, 422, "megapixels", "the server's max_pixels setting")
+    assert "--" not in message
 
 
 # -- the command line

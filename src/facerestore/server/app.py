@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -32,6 +31,8 @@ from facerestore.server.http import (
     ApiKeyCheck,
     BodySizeLimit,
     CloseUnreadBody,
+    HostCheck,
+    JsonCORSMiddleware,
     SecurityHeaders,
     error_response,
     handle_api_error,
@@ -40,6 +41,7 @@ from facerestore.server.http import (
     handle_unexpected,
 )
 from facerestore.server.jobs import JobManager
+from facerestore.server.messages import public_message
 from facerestore.server.restore import restore_job
 from facerestore.server.state import ServerState
 
@@ -62,7 +64,7 @@ async def _preload(state: ServerState) -> None:
     try:
         await anyio.to_thread.run_sync(_load_defaults, state)
     except FaceRestoreError as error:
-        state.preload_error = str(error)
+        state.preload_error = public_message(error)
         log.error("default models failed to load: %s", error)
     else:
         state.preloaded = True
@@ -101,11 +103,12 @@ def _middleware(config: ServerConfig) -> list[Middleware]:
     stack = [
         Middleware(CloseUnreadBody),
         Middleware(SecurityHeaders),
+        Middleware(HostCheck, names=(config.host, *config.allowed_hosts), cors_origins=config.cors_origins),
     ]
     if config.cors_origins:
         stack.append(
             Middleware(
-                CORSMiddleware,
+                JsonCORSMiddleware,
                 allow_origins=list(config.cors_origins),
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization"],
@@ -141,6 +144,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         queue_size=config.queue_size,
         retention_seconds=config.retention_seconds,
         max_stored=config.max_stored_jobs,
+        describe=public_message,
     )
     app = FastAPI(
         openapi_url=OPENAPI_PATH,

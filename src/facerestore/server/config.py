@@ -48,6 +48,9 @@ class ServerConfig(Options):
     """require this bearer token on /v1 (repeatable; or the FACERESTORE_API_KEYS variable, comma-separated)"""
     cors_origins: Annotated[tuple[str, ...], Expose(http=False, flags=("--cors-origin",))] = ()
     """allow this browser origin to call the API (repeatable; default: CORS off)"""
+    allowed_hosts: Annotated[tuple[str, ...], Expose(http=False, flags=("--allowed-host",))] = ()
+    """also answer requests addressed to this host name (repeatable); loopback names, IP addresses and
+    --host are always answered"""
     device: Annotated[str, Choices("device", DEVICES), CLI_ONLY] = "cpu"
     """inference device (ONNX Runtime execution provider)"""
     tile: Annotated[int, Field(ge=32, le=2048), CLI_ONLY] = 256

@@ -102,8 +102,9 @@ class JobManager(Generic[Payload, Outcome]):
         queue_size: int,
         retention_seconds: float,
         max_stored: int,
+        describe: Callable[[FaceRestoreError], str] = str,
     ) -> None:
-        self._work = work
+        self._work, self._describe = work, describe
         self.workers, self.queue_size = workers, queue_size
         self.retention_seconds, self.max_stored = retention_seconds, max_stored
         self._jobs: dict[str, Job[Payload, Outcome]] = {}
@@ -195,10 +196,10 @@ class JobManager(Generic[Payload, Outcome]):
         except JobCancelled:
             self._settle(job, JobState.CANCELLED)
         except FaceRestoreError as error:
-            self._settle(job, JobState.FAILED, error=str(error))
-        except Exception as error:  # the job fails; the server and its other jobs go on
+            self._settle(job, JobState.FAILED, error=self._describe(error))
+        except Exception:  # the job fails; the server and its other jobs go on
             log.exception("job %s failed", job.id)
-            self._settle(job, JobState.FAILED, error=f"internal error: {type(error).__name__}: {error}")
+            self._settle(job, JobState.FAILED, error="internal error (details are in the server's log)")
         else:
             self._settle(job, JobState.SUCCEEDED, outcome=outcome)
 

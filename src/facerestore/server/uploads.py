@@ -16,6 +16,7 @@ from facerestore.pipeline import Restorer
 from facerestore.server.forms import check_output_size, restore_options
 from facerestore.server.http import ApiError
 from facerestore.server.jobs import QueueFull
+from facerestore.server.messages import public_message
 from facerestore.server.restore import RestoreRequest
 from facerestore.server.state import RestoreJob, ServerState
 
@@ -62,11 +63,15 @@ def decode(data: bytes, max_pixels: int) -> Picture:
     return decode_image(data, max_pixels=max_pixels, name="upload")
 
 
+def unreadable(error: ImageError) -> ApiError:
+    return ApiError(422, public_message(error))
+
+
 async def decode_upload(state: ServerState, upload: Upload) -> Picture:
     try:
         return await state.run_light(decode, upload.data, state.config.max_pixels)
     except ImageError as error:
-        raise ApiError(422, str(error)) from None
+        raise unreadable(error) from None
 
 
 def checked(make: Callable[[], T]) -> T:
@@ -74,7 +79,7 @@ def checked(make: Callable[[], T]) -> T:
     try:
         return make()
     except FaceRestoreError as error:
-        raise ApiError(400, str(error)) from None
+        raise ApiError(400, public_message(error)) from None
 
 
 async def restore_request(state: ServerState, request: Request) -> RestoreRequest:

@@ -643,6 +643,31 @@ def test_cors_origins_may_post_and_refusals_are_json(strict_api: httpx.Client, p
     assert_json_error(strict_api.options("/v1/jobs", headers=preflight), 400, "CORS", "origin")
 
 
+# -- work refused before it is done
+
+
+def test_the_header_decides_before_decoding(strict_api: httpx.Client) -> None:
+    """A 49-megapixel PNG whose pixel data is cut short: answering from its header is the only way not to
+    get 'truncated', which decoding it (150 MB, most of a second) would say."""
+    claimed = png_claiming(7000, 7000)
+    inline = strict_api.post("/v1/restore", files=upload(claimed), data={"scale": "1", **FAST})
+    assert_json_error(inline, 413, "POST /v1/jobs")
+    too_large = strict_api.post("/v1/jobs", files=upload(claimed), data={"scale": "8", **FAST})
+    assert_json_error(too_large, 400, "scale of at most")
+
+
+def test_a_full_queue_refuses_before_decoding(strict_api: httpx.Client, photos: Photos) -> None:
+    options = {"face_model": "realesrgan-x4plus", "scale": "1", **FAST}
+    answers = [strict_api.post("/v1/jobs", files=upload(photos.tiny_face), data=options) for _ in range(2)]
+    try:
+        assert [answer.status_code for answer in answers] == [202, 202]
+        assert_json_error(strict_api.post("/v1/jobs", files=upload(png_claiming(7000, 7000))), 429, "busy")
+    finally:  # the next tests need the queue empty
+        for answer in answers:
+            if answer.status_code == 202:
+                wait_for_job(strict_api, answer.json()["id"])
+
+
 # -- what errors tell
 
 
@@ -677,6 +702,7 @@ def test_errors_name_server_settings_not_flags(api: httpx.Client) -> None:
         ["--retention", "inf"],
         ["--retention", "nan"],
         ["--port", "99999"],
+        ["--max-stored-mb", "0"],
         ["--header-timeout", "-1"],
         ["--max-connections", "0"],
     ],

@@ -127,15 +127,7 @@ async def _wait_while_connected(request: Request, job: RestoreJob) -> None:
 )
 async def restore_now(request: Request) -> Response:
     state = state_of(request)
-    restore = await restore_request(state, request)
-    pixels = restore.picture.width * restore.picture.height
-    if pixels > state.config.sync_max_pixels:
-        raise ApiError(
-            413,
-            f"the picture has {pixels / 1e6:.1f} megapixels; POST /v1/restore answers pictures of up to "
-            f"{state.config.sync_max_pixels / 1e6:g} megapixels: create a job with POST /v1/jobs instead",
-        )
-    job = submit(state, restore)
+    job = submit(state, await restore_request(state, request, inline=True))
     await _wait_while_connected(request, job)
     if job.state is JobState.FAILED:
         raise ApiError(500, f"the restore failed: {job.error}")

@@ -40,9 +40,9 @@ from facerestore.server.http import (
     handle_http_exception,
     handle_unexpected,
 )
-from facerestore.server.jobs import JobManager
+from facerestore.server.jobs import JobManager, Retention
 from facerestore.server.messages import public_message
-from facerestore.server.restore import restore_job
+from facerestore.server.restore import RestoreOutcome, restore_job
 from facerestore.server.state import ServerState
 
 log = logging.getLogger("facerestore.server")
@@ -138,12 +138,14 @@ def _describe(app: FastAPI) -> dict[str, Any]:
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
+    retention = Retention[RestoreOutcome](
+        config.retention_seconds, config.max_stored_jobs, config.max_stored_bytes, lambda kept: kept.nbytes
+    )
     jobs = JobManager(
         restore_job,
         workers=config.max_jobs,
         queue_size=config.queue_size,
-        retention_seconds=config.retention_seconds,
-        max_stored=config.max_stored_jobs,
+        retention=retention,
         describe=public_message,
     )
     app = FastAPI(

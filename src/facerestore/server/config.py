@@ -39,6 +39,8 @@ class ServerConfig(Options):
     """seconds a finished job's result is kept"""
     max_stored_jobs: Annotated[int, Field(ge=1), CLI_ONLY] = 100
     """finished jobs kept at most; the oldest go first"""
+    max_stored_mb: Annotated[float, Field(gt=0, le=1 << 20), CLI_ONLY] = 2048.0
+    """finished jobs' images kept at most, in MB; the oldest go first (the newest stays, whatever its size)"""
     max_connections: Annotated[int, Field(ge=1, le=100_000), CLI_ONLY] = 128
     """connections held at once (fewer when the open-file limit is low); beyond it the longest idle one is
     closed"""
@@ -63,6 +65,10 @@ class ServerConfig(Options):
     @property
     def max_upload_bytes(self) -> int:
         return round(self.max_upload_mb * MB)
+
+    @property
+    def max_stored_bytes(self) -> int:
+        return round(self.max_stored_mb * MB)
 
 
 def api_keys_from_env() -> tuple[str, ...]:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import resource
+import select
 import socket
 import struct
 import subprocess
@@ -44,6 +47,10 @@ class RunningServer:
     def client(self, **headers: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=180, headers=headers)
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", int(self.url.rpartition(":")[2])
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -67,17 +74,31 @@ def _wait_until(url: str, process: subprocess.Popen[bytes], log: Path, path: str
     raise RuntimeError(f"the server did not answer {path} in {START_TIMEOUT:g} s:\n{log.read_text()}")
 
 
+def _limit_open_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 @contextlib.contextmanager
 def running_server(
-    log_dir: Path, *arguments: str, env: dict[str, str] | None = None, wait_ready: bool = True
+    log_dir: Path,
+    *arguments: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    open_files: int | None = None,
 ) -> Iterator[RunningServer]:
-    """``facerestore serve`` in a subprocess on a free loopback port, stopped afterwards."""
+    """``facerestore serve`` in a subprocess on a free loopback port (with at most ``open_files`` files open,
+    when given), stopped afterwards."""
     port = free_port()
     log = log_dir / f"server-{port}.log"
     command = [sys.executable, "-m", "facerestore.cli", "serve", "--port", str(port), *arguments]
+    limit = None if open_files is None else lambda: _limit_open_files(open_files)
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=limit,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -159,13 +180,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """Tight limits, an API key, CORS for one origin, and a corrupt CodeFormer file, which 'auto' then
-    picks, so that its restores fail the way a broken model does."""
+    """Tight limits, an API key, CORS for one origin, one more host name, and a model folder with only a
+    corrupt CodeFormer file, which 'auto' then picks, so that its restores fail like a broken model's."""
     models = tmp_path_factory.mktemp("models")
     (models / "codeformer.onnx").write_bytes(b"not an ONNX model")
     arguments = [
         "--max-upload-mb", "1", "--max-jobs", "1", "--queue-size", "1", "--retention", "3",
         "--sync-max-pixels", "200000", "--api-key", "sesame", "--cors-origin", "http://app.example",
+        "--allowed-host", "photos.example",
     ]  # fmt: skip
     env = {"FACERESTORE_MODEL_DIR": str(models)}
     with running_server(tmp_path_factory.mktemp("strict"), *arguments, env=env, wait_ready=False) as running:
@@ -484,3 +506,210 @@ def test_finished_jobs_are_deleted_after_retention(strict_api: httpx.Client, pho
     assert job["status"] == "failed" and job["expires"]
     time.sleep(3.8)  # retention is 3 s; the sweep runs every 0.5 s
     assert_json_error(strict_api.get(f"/v1/jobs/{job['id']}"), 404, "deleted")
+
+
+# -- hostile connections
+
+
+def seconds_until_closed(connection: socket.socket, trickle: bytes, limit: float) -> float:
+    """Sends ``trickle`` every 0.2 s until the server closes the connection; how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        try:
+            connection.sendall(trickle)
+            readable, _, _ = select.select([connection], [], [], 0.2)
+            if readable and not connection.recv(1 << 16):
+                break
+        except OSError:  # reset or broken pipe: closed as well
+            break
+    return time.monotonic() - started
+
+
+def test_request_headers_have_a_deadline(tmp_path: Path) -> None:
+    arguments = ("--no-preload", "--header-timeout", "1")
+    with running_server(tmp_path, *arguments, wait_ready=False) as server:
+        slow = socket.create_connection(server.address)
+        slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert seconds_until_closed(slow, b"X-Still-Typing: 1\r\n", limit=10) < 4
+        slow.close()
+
+
+def test_idle_connections_cannot_starve_the_server(tmp_path: Path) -> None:
+    """More sockets that never send a request than the process may open files: the longest idle ones are
+    closed to make room, health answers, and the log does not fill with accept errors."""
+    with running_server(tmp_path, "--no-preload", wait_ready=False, open_files=256) as server:
+        idle = [socket.create_connection(server.address) for _ in range(300)]
+        try:
+            time.sleep(1)
+            for _ in range(3):
+                assert httpx.get(server.url + "/v1/health", timeout=5).status_code == 200
+        finally:
+            for connection in idle:
+                connection.close()
+        time.sleep(1)
+        assert "Too many open files" not in server.output()
+        assert len(server.output()) < 20_000
+
+
+MULTIPART_POST = (
+    "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    "Transfer-Encoding: chunked\r\n"
+)
+IMAGE_PART = b"--b\r\nContent-Disposition: form-data; name=image; filename=a.jpg\r\n\r\n"
+
+
+def upload_until_closed(server: RunningServer, head: str, start: bytes, limit: int) -> tuple[int, bytes]:
+    """Streams a chunked body, ``start`` then up to ``limit`` bytes more; how much went in before the
+    server closed the connection, and the start of its answer."""
+    chunk = b"x" * (1 << 16)
+    sent = 0
+    with socket.create_connection(server.address) as connection:
+        connection.sendall(f"{head}\r\n".encode() + b"%x\r\n%s\r\n" % (len(start), start))
+        with contextlib.suppress(OSError):
+            while sent < limit:
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        connection.settimeout(5)
+        try:
+            answer = connection.recv(1 << 16)
+        except OSError:
+            answer = b""
+    return sent, answer
+
+
+def test_an_early_answer_stops_the_upload(server: RunningServer, strict_server: RunningServer) -> None:
+    """A 413 (over the limit) or 400 (malformed) sent before the body has all arrived closes the
+    connection, rather than reading and throwing away the rest of the upload."""
+    with_key = MULTIPART_POST + "Authorization: Bearer sesame\r\n"
+    for running, head, start, status in (
+        (strict_server, with_key, IMAGE_PART, b"413"),
+        (server, MULTIPART_POST, b"not multipart", b"400"),
+    ):
+        sent, answer = upload_until_closed(running, head, start, limit=256 << 20)
+        assert sent < 32 << 20  # the limit is 1 MB; the rest is what the sockets' buffers held
+        assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer, answer
+    assert strict_server.process.poll() is None and server.process.poll() is None
+
+
+def test_a_client_hanging_up_mid_upload_is_not_an_error(server: RunningServer) -> None:
+    before = len(server.output())
+    with socket.create_connection(server.address) as leaving:
+        leaving.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+            b"Content-Disposition: form-data; name=image; filename=a.jpg\r\n\r\n" + b"x" * 50_000
+        )
+        time.sleep(0.3)
+    time.sleep(1)
+    said = server.output()[before:]
+    assert "Traceback" not in said and "error" not in said.lower()
+    assert len(said.splitlines()) <= 1
+
+
+# -- whose requests are answered
+
+
+def test_only_the_servers_own_host_names_are_answered(server: RunningServer, api: httpx.Client) -> None:
+    port = server.address[1]
+    for host in ("evil.example", f"evil.example:{port}", "localhost.evil.example"):
+        assert_json_error(api.get("/v1/health", headers={"host": host}), 400, "unknown host")
+    for host in (f"localhost:{port}", "127.0.0.1", f"[::1]:{port}", f"192.168.1.20:{port}"):
+        assert api.get("/v1/health", headers={"host": host}).status_code == 200, host
+
+
+def test_more_host_names_can_be_allowed(strict_api: httpx.Client) -> None:
+    assert strict_api.get("/v1/health", headers={"host": "photos.example:8000"}).status_code == 200
+    assert_json_error(strict_api.get("/v1/health", headers={"host": "other.example"}), 400, "unknown host")
+
+
+def test_cross_site_posts_are_refused(api: httpx.Client, photos: Photos) -> None:
+    evil = {"origin": "http://evil.example"}
+    for headers in ({**evil, "sec-fetch-site": "cross-site"}, evil, {"sec-fetch-site": "same-site"}):
+        refused = api.post("/v1/jobs", files=upload(photos.one_face), headers=headers)
+        assert_json_error(refused, 403, "cross-site")
+    own = {"sec-fetch-site": "same-origin", "origin": str(api.base_url).rstrip("/")}
+    assert api.post("/v1/detect", files=upload(photos.one_face), headers=own).status_code == 200
+    assert api.get("/v1/health", headers={**evil, "sec-fetch-site": "cross-site"}).status_code == 200
+
+
+def test_cors_origins_may_post_and_refusals_are_json(strict_api: httpx.Client, photos: Photos) -> None:
+    allowed = {"origin": "http://app.example", "sec-fetch-site": "cross-site"}
+    response = strict_api.post("/v1/detect", files=upload(photos.one_face), headers=allowed)
+    assert (
+        response.status_code == 200
+        and response.headers["access-control-allow-origin"] == "http://app.example"
+    )
+    preflight = {"origin": "http://evil.example", "access-control-request-method": "POST"}
+    assert_json_error(strict_api.options("/v1/jobs", headers=preflight), 400, "CORS", "origin")
+
+
+# -- work refused before it is done
+
+
+def test_the_header_decides_before_decoding(strict_api: httpx.Client) -> None:
+    """A 49-megapixel PNG whose pixel data is cut short: answering from its header is the only way not to
+    get 'truncated', which decoding it (150 MB, most of a second) would say."""
+    claimed = png_claiming(7000, 7000)
+    inline = strict_api.post("/v1/restore", files=upload(claimed), data={"scale": "1", **FAST})
+    assert_json_error(inline, 413, "POST /v1/jobs")
+    too_large = strict_api.post("/v1/jobs", files=upload(claimed), data={"scale": "8", **FAST})
+    assert_json_error(too_large, 400, "scale of at most")
+
+
+def test_a_full_queue_refuses_before_decoding(strict_api: httpx.Client, photos: Photos) -> None:
+    options = {"face_model": "realesrgan-x4plus", "scale": "1", **FAST}
+    answers = [strict_api.post("/v1/jobs", files=upload(photos.tiny_face), data=options) for _ in range(2)]
+    try:
+        assert [answer.status_code for answer in answers] == [202, 202]
+        assert_json_error(strict_api.post("/v1/jobs", files=upload(png_claiming(7000, 7000))), 429, "busy")
+    finally:  # the next tests need the queue empty
+        for answer in answers:
+            if answer.status_code == 202:
+                wait_for_job(strict_api, answer.json()["id"])
+
+
+# -- what errors tell
+
+
+def _names_no_server_path(message: str) -> None:
+    assert not re.search(r"(^|[\s(:'])/\w", message), message
+
+
+def test_errors_name_no_server_paths(strict_api: httpx.Client, photos: Photos) -> None:
+    created = strict_api.post("/v1/jobs", files=upload(photos.tiny_face), data=FAST)
+    job, _ = wait_for_job(strict_api, created.json()["id"])
+    assert job["status"] == "failed" and "codeformer.onnx" in job["error"]
+    _names_no_server_path(job["error"])
+    _names_no_server_path(strict_api.get("/v1/ready").json()["reason"])
+    missing = strict_api.post("/v1/jobs", files=upload(photos.tiny_face), data={"face_model": "gfpgan-1.4"})
+    message = assert_json_error(missing, 400, "gfpgan-1.4", "missing", "not installed on this server")
+    _names_no_server_path(message)
+    assert "FACERESTORE_MODEL_DIR" not in message and "facerestore models" not in message
+
+
+def test_errors_name_server_settings_not_flags(api: httpx.Client) -> None:
+    bomb = api.post("/v1/jobs", files=upload(png_claiming(60_000, 60_000)))
+    message = assert_json_error(bomb, 422, "megapixels", "the server's max_pixels setting")
+    assert "--" not in message
+
+
+# -- the command line
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--retention", "inf"],
+        ["--retention", "nan"],
+        ["--port", "99999"],
+        ["--max-stored-mb", "0"],
+        ["--header-timeout", "-1"],
+        ["--max-connections", "0"],
+    ],
+)
+def test_serve_refuses_impossible_settings_in_one_line(arguments: list[str]) -> None:
+    command = [sys.executable, "-m", "facerestore.cli", "serve", *arguments]
+    ran = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    lines = ran.stderr.strip().splitlines()
+    assert ran.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("error: "), ran.stderr
+    assert arguments[0] in lines[0] and not ran.stdout

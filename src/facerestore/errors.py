@@ -42,5 +42,13 @@ class ModelError(FaceRestoreError):
     """A model is missing, fails its checksum, or does not fit its declared contract."""
 
 
+class ModelMissingError(ModelError):
+    """A model's file is not installed; ``model`` names it (the message also says where it was looked for)."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
 class OptionError(FaceRestoreError):
     """An option value is out of range or unknown."""

@@ -13,10 +13,10 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -38,6 +38,7 @@ def _register_heif() -> bool:
 _HEIF_AVAILABLE = _register_heif()
 
 DEFAULT_MAX_PIXELS = 100_000_000
+T = TypeVar("T")
 
 SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".jpg": "JPEG",
@@ -125,6 +126,25 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pic
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Picture:
+    return _with_pillow(data, name, lambda: _decode(data, max_pixels, name))
+
+
+def declared_size(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
+) -> tuple[int, int]:
+    """Width and height as the file's header declares them (as stored, before EXIF rotation), read without
+    decoding any pixels: the errors of ``decode_image`` for an unreadable header or too many pixels."""
+
+    def read_header() -> tuple[int, int]:
+        with Image.open(io.BytesIO(data)) as img:
+            _check_pixel_count(img.size, max_pixels, name)
+            return img.size
+
+    return _with_pillow(data, name, read_header)
+
+
+def _with_pillow(data: bytes, name: str, read: Callable[[], T]) -> T:
+    """``read()`` under our pixel limit instead of Pillow's, its failures as one-line ImageErrors."""
     if not data:
         raise ImageError(f"{name}: empty file")
     with _decoding_errors(name):
@@ -132,13 +152,13 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
             with warnings.catch_warnings():
                 # The caller's max_pixels is the limit that counts; it is checked before decoding.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return _decode(data, max_pixels, name)
+                return read()
         except Image.DecompressionBombError:
             # Pillow's own cap refused the header; lift it so our check decides and reports the size.
             with _PILLOW_LIMIT_LOCK:
                 saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
                 try:
-                    return _decode(data, max_pixels, name)
+                    return read()
                 finally:
                     Image.MAX_IMAGE_PIXELS = saved
 

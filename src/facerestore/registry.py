@@ -24,7 +24,7 @@ from typing import Any
 import pooch
 import requests
 
-from facerestore.errors import ModelError
+from facerestore.errors import ModelError, ModelMissingError
 
 MODEL_DIR_ENV = "FACERESTORE_MODEL_DIR"
 DOWNLOAD_RETRIES = 2  # pooch tries a failed or corrupt download again after 1 s, then 2 s
@@ -390,7 +390,7 @@ def require(entry: ModelEntry, model_path: str | Path | None = None) -> Path:
         return path  # a file the user chose explicitly (their own export): its contract is checked at load
     found = locate(entry)
     if found is None:
-        raise ModelError(missing_model_message(entry))
+        raise ModelMissingError(missing_model_message(entry), entry.name)
     if not entry.python_package:  # pip verified packaged files when it installed them
         verify_checksum(found, entry)
     return found
@@ -401,7 +401,7 @@ def check_available(entry: ModelEntry, model_path: str | Path | None = None) -> 
     if model_path is not None and not Path(model_path).expanduser().is_file():
         raise ModelError(f"model file {model_path}: no such file")
     if model_path is None and not is_installed(entry):
-        raise ModelError(missing_model_message(entry))
+        raise ModelMissingError(missing_model_message(entry), entry.name)
 
 
 def verify_checksum(path: Path, entry: ModelEntry) -> None:

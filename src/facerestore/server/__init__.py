@@ -23,6 +23,7 @@ def url_for(host: str, port: int) -> str:
 def serve(config: ServerConfig | None = None) -> None:
     import uvicorn
 
+    from facerestore.server import connections
     from facerestore.server.app import create_app
 
     config = config or ServerConfig()
@@ -34,4 +35,20 @@ def serve(config: ServerConfig | None = None) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         note = "" if config.api_keys else "; no API key is set, so anyone who reaches it can use it"
         print(f"facerestore: listening on {host}, reachable from other machines{note}", flush=True)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", server_header=False)
+    file_limit = connections.open_file_limit()
+    most = connections.connection_cap(config.max_connections, file_limit)
+    if most < config.max_connections:
+        print(
+            f"facerestore: at most {most} connections at once (the open-file limit is {file_limit:g}; "
+            "raise it with ulimit -n)",
+            flush=True,
+        )
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        http=connections.BoundedH11Protocol.limited(most, config.header_timeout),
+        backlog=connections.ACCEPT_BURST,
+        log_level="info",
+        server_header=False,
+    )

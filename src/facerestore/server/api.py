@@ -19,7 +19,7 @@ from facerestore.server.forms import detect_options, multipart_body
 from facerestore.server.http import ApiError
 from facerestore.server.jobs import JobState
 from facerestore.server.state import RestoreJob, ServerState, state_of
-from facerestore.server.uploads import checked, decode, read_upload, restore_request, submit
+from facerestore.server.uploads import checked, decode, read_upload, restore_request, submit, unreadable
 from facerestore.server.views import find_job, finished_outcome, image_response, job_view, models_view
 
 DISCONNECT_POLL_SECONDS = 1.0
@@ -105,7 +105,7 @@ async def detect(request: Request) -> Response:
     try:
         return JSONResponse(await state.run_light(_detect, state, upload.data, options))
     except ImageError as error:
-        raise ApiError(422, str(error)) from None
+        raise unreadable(error) from None
 
 
 async def _wait_while_connected(request: Request, job: RestoreJob) -> None:
@@ -127,15 +127,7 @@ async def _wait_while_connected(request: Request, job: RestoreJob) -> None:
 )
 async def restore_now(request: Request) -> Response:
     state = state_of(request)
-    restore = await restore_request(state, request)
-    pixels = restore.picture.width * restore.picture.height
-    if pixels > state.config.sync_max_pixels:
-        raise ApiError(
-            413,
-            f"the picture has {pixels / 1e6:.1f} megapixels; POST /v1/restore answers pictures of up to "
-            f"{state.config.sync_max_pixels / 1e6:g} megapixels: create a job with POST /v1/jobs instead",
-        )
-    job = submit(state, restore)
+    job = submit(state, await restore_request(state, request, inline=True))
     await _wait_while_connected(request, job)
     if job.state is JobState.FAILED:
         raise ApiError(500, f"the restore failed: {job.error}")

@@ -15,8 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from facerestore import __version__
@@ -31,14 +30,19 @@ from facerestore.server.http import (
     ApiError,
     ApiKeyCheck,
     BodySizeLimit,
+    CloseUnreadBody,
+    HostCheck,
+    JsonCORSMiddleware,
     SecurityHeaders,
     error_response,
     handle_api_error,
+    handle_client_gone,
     handle_http_exception,
     handle_unexpected,
 )
-from facerestore.server.jobs import JobManager
-from facerestore.server.restore import restore_job
+from facerestore.server.jobs import JobManager, Retention
+from facerestore.server.messages import public_message
+from facerestore.server.restore import RestoreOutcome, restore_job
 from facerestore.server.state import ServerState
 
 log = logging.getLogger("facerestore.server")
@@ -60,7 +64,7 @@ async def _preload(state: ServerState) -> None:
     try:
         await anyio.to_thread.run_sync(_load_defaults, state)
     except FaceRestoreError as error:
-        state.preload_error = str(error)
+        state.preload_error = public_message(error)
         log.error("default models failed to load: %s", error)
     else:
         state.preloaded = True
@@ -95,11 +99,16 @@ async def handle_invalid_request(request: Request, error: Exception) -> Response
 
 
 def _middleware(config: ServerConfig) -> list[Middleware]:
-    stack = [Middleware(SecurityHeaders)]
+    """Outermost first: any early answer, whichever layer sends it, closes a connection with a body unread."""
+    stack = [
+        Middleware(CloseUnreadBody),
+        Middleware(SecurityHeaders),
+        Middleware(HostCheck, names=(config.host, *config.allowed_hosts), cors_origins=config.cors_origins),
+    ]
     if config.cors_origins:
         stack.append(
             Middleware(
-                CORSMiddleware,
+                JsonCORSMiddleware,
                 allow_origins=list(config.cors_origins),
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization"],
@@ -129,12 +138,15 @@ def _describe(app: FastAPI) -> dict[str, Any]:
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
+    retention = Retention[RestoreOutcome](
+        config.retention_seconds, config.max_stored_jobs, config.max_stored_bytes, lambda kept: kept.nbytes
+    )
     jobs = JobManager(
         restore_job,
         workers=config.max_jobs,
         queue_size=config.queue_size,
-        retention_seconds=config.retention_seconds,
-        max_stored=config.max_stored_jobs,
+        retention=retention,
+        describe=public_message,
     )
     app = FastAPI(
         openapi_url=OPENAPI_PATH,
@@ -143,6 +155,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         middleware=_middleware(config),
         exception_handlers={
             ApiError: handle_api_error,
+            ClientDisconnect: handle_client_gone,
             RequestValidationError: handle_invalid_request,
             HTTPException: handle_http_exception,
             404: not_found,

@@ -39,10 +39,20 @@ class ServerConfig(Options):
     """seconds a finished job's result is kept"""
     max_stored_jobs: Annotated[int, Field(ge=1), CLI_ONLY] = 100
     """finished jobs kept at most; the oldest go first"""
+    max_stored_mb: Annotated[float, Field(gt=0, le=1 << 20), CLI_ONLY] = 2048.0
+    """finished jobs' images kept at most, in MB; the oldest go first (the newest stays, whatever its size)"""
+    max_connections: Annotated[int, Field(ge=1, le=100_000), CLI_ONLY] = 128
+    """connections held at once (fewer when the open-file limit is low); beyond it the longest idle one is
+    closed"""
+    header_timeout: Annotated[float, Field(gt=0, le=600), CLI_ONLY] = 10.0
+    """seconds a client has to send a request's headers before its connection is closed"""
     api_keys: Annotated[tuple[str, ...], Expose(http=False, flags=("--api-key",))] = ()
     """require this bearer token on /v1 (repeatable; or the FACERESTORE_API_KEYS variable, comma-separated)"""
     cors_origins: Annotated[tuple[str, ...], Expose(http=False, flags=("--cors-origin",))] = ()
     """allow this browser origin to call the API (repeatable; default: CORS off)"""
+    allowed_hosts: Annotated[tuple[str, ...], Expose(http=False, flags=("--allowed-host",))] = ()
+    """also answer requests addressed to this host name (repeatable); loopback names, IP addresses and
+    --host are always answered"""
     device: Annotated[str, Choices("device", DEVICES), CLI_ONLY] = "cpu"
     """inference device (ONNX Runtime execution provider)"""
     tile: Annotated[int, Field(ge=32, le=2048), CLI_ONLY] = 256
@@ -55,6 +65,10 @@ class ServerConfig(Options):
     @property
     def max_upload_bytes(self) -> int:
         return round(self.max_upload_mb * MB)
+
+    @property
+    def max_stored_bytes(self) -> int:
+        return round(self.max_stored_mb * MB)
 
 
 def api_keys_from_env() -> tuple[str, ...]:

@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import create_model
 
 from facerestore.errors import OptionError
-from facerestore.image_io import Picture
 from facerestore.options import Encoding, OptionField, RestoreOptions, build, http_fields
 from facerestore.server.config import ServerConfig
 
@@ -81,10 +80,10 @@ def response_format(encoding: Encoding, source_format: str) -> str:
     return source if source in _BROWSER_FORMATS else "png"
 
 
-def check_output_size(picture: Picture, scale: float, config: ServerConfig) -> None:
-    width, height = round(picture.width * scale), round(picture.height * scale)
+def check_output_size(size: tuple[int, int], scale: float, config: ServerConfig) -> None:
+    width, height = round(size[0] * scale), round(size[1] * scale)
     if width * height > config.max_output_pixels:
-        largest = math.sqrt(config.max_output_pixels / (picture.width * picture.height))
+        largest = math.sqrt(config.max_output_pixels / (size[0] * size[1]))
         raise OptionError(
             f"the result would be {width}x{height} ({width * height / 1e6:.0f} megapixels), "
             f"over this server's limit of {config.max_output_pixels / 1e6:g} megapixels: "

@@ -1,19 +1,28 @@
-"""HTTP plumbing: JSON errors, the upload size limit, API keys, and headers that keep the page local."""
+"""HTTP plumbing: JSON errors, the upload size limit, the host and origin checks, API keys, and headers that
+keep the page local."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
+from collections.abc import Collection
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("facerestore.server")
 PUBLIC_PATHS = ("/v1/health", "/v1/ready", "/v1/openapi.json")  # open even when API keys are set
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+OWN_SITE = ("same-origin", "none")  # Sec-Fetch-Site of the server's own page, and of a typed address
+CLOSE = (b"connection", b"close")
 # Nothing on the page may load from, or send to, anywhere but this server.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
@@ -48,6 +57,12 @@ async def handle_http_exception(_: Request, error: Exception) -> Response:
     return error_response(error.status_code, message, headers)
 
 
+async def handle_client_gone(request: Request, error: Exception) -> Response:
+    """A client that hangs up mid-upload is routine: one quiet line, and nobody is left to answer."""
+    log.info("the client hung up during %s %s", request.method, request.url.path)
+    return error_response(400, "the client disconnected")
+
+
 async def handle_unexpected(request: Request, error: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
     return error_response(500, "internal error (details are in the server's log)")
@@ -59,6 +74,39 @@ async def _send_json(send: Send, status: int, body: dict[str, str], headers: dic
     raw += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = Headers(scope=scope)
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+
+
+class CloseUnreadBody:
+    """An answer sent before the whole request body has arrived (an error, mostly) closes the connection:
+    otherwise the server would go on reading, and throwing away, the rest of the upload."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def watching_receive() -> Message:
+            nonlocal complete
+            message = await receive()
+            complete = complete or not message.get("more_body", False)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            headers = list(message.get("headers", []))
+            if message["type"] == "http.response.start" and not complete and CLOSE not in headers:
+                message = {**message, "headers": [*headers, CLOSE]}
+            await send(message)
+
+        await self.app(scope, watching_receive, closing_send)
 
 
 class BodySizeLimit:
@@ -89,6 +137,75 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def _host_name(host: str) -> str:
+    """``example.org:8000`` -> ``example.org``; ``[::1]:8000`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0].lower()
+    return host.rpartition(":")[0].lower().rstrip(".") if ":" in host else host.lower().rstrip(".")
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostCheck:
+    """Answers only requests addressed to one of the server's names, so that a web page elsewhere cannot
+    reach it by DNS rebinding (an address typed as digits cannot be rebound), and refuses a state-changing
+    request from another site (a cross-site form post) unless CORS allows its origin."""
+
+    def __init__(self, app: ASGIApp, names: Collection[str], cors_origins: Collection[str]) -> None:
+        self.app = app
+        self.names = {*LOOPBACK_NAMES, *(_host_name(name) for name in names)}
+        self.cors_origins = set(cors_origins)
+
+    def _known_host(self, host: str | None) -> bool:
+        if host is None:  # HTTP/1.0 without Host: not a browser, so not rebinding
+            return True
+        name = _host_name(host)
+        return name in self.names or _is_ip_address(name)
+
+    def _cross_site(self, headers: Headers) -> bool:
+        origin = headers.get("origin")
+        if origin in self.cors_origins:
+            return False
+        fetch_site = headers.get("sec-fetch-site")
+        if fetch_site is not None:
+            return fetch_site not in OWN_SITE
+        return origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        if not self._known_host(host):
+            name = _host_name(str(host))[:80]
+            message = f"unknown host '{name}': this server answers only to its own names"
+            await _send_json(send, 400, {"error": message}, {})
+        elif scope["method"] not in SAFE_METHODS and self._cross_site(headers):
+            message = "cross-site request refused: this server takes them only from the origins CORS allows"
+            await _send_json(send, 403, {"error": message}, {})
+        else:
+            await self.app(scope, receive, send)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in JSON like every other error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        headers = {name: value for name, value in response.headers.items() if not name.startswith("content-")}
+        return error_response(response.status_code, f"CORS preflight refused: disallowed {refused}", headers)
 
 
 class ApiKeyCheck:

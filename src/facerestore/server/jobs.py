@@ -1,7 +1,7 @@
 """Jobs: a bounded queue in front of a fixed pool of worker threads, with progress, cancel and retention.
 
 This module knows nothing about faces: a job runs a ``Work`` callable on its payload in a worker thread and
-keeps whatever it returns until the retention time has passed.
+keeps whatever it returns until the retention time has passed, or until newer results need the room.
 """
 
 from __future__ import annotations
@@ -91,6 +91,16 @@ class Job(Generic[Payload, Outcome]):
 Work = Callable[[Payload, Report], Outcome]
 
 
+@dataclass(frozen=True)
+class Retention(Generic[Outcome]):
+    """How long, and how many, finished jobs are kept; ``size_of`` measures an outcome in bytes."""
+
+    seconds: float
+    max_jobs: int
+    max_bytes: int
+    size_of: Callable[[Outcome], int]
+
+
 class JobManager(Generic[Payload, Outcome]):
     """Runs at most ``workers`` jobs at once, holds at most ``queue_size`` more, refuses the rest."""
 
@@ -100,12 +110,11 @@ class JobManager(Generic[Payload, Outcome]):
         *,
         workers: int,
         queue_size: int,
-        retention_seconds: float,
-        max_stored: int,
+        retention: Retention[Outcome],
+        describe: Callable[[FaceRestoreError], str] = str,
     ) -> None:
-        self._work = work
-        self.workers, self.queue_size = workers, queue_size
-        self.retention_seconds, self.max_stored = retention_seconds, max_stored
+        self._work, self._describe = work, describe
+        self.workers, self.queue_size, self.retention = workers, queue_size, retention
         self._jobs: dict[str, Job[Payload, Outcome]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore")
@@ -114,11 +123,15 @@ class JobManager(Generic[Payload, Outcome]):
 
     # -- on the event loop
 
+    def check_room(self) -> None:
+        """QueueFull when a job submitted now would be refused: checked before a payload is prepared."""
+        with self._lock:
+            self._check_room_locked()
+
     def submit(self, payload: Payload) -> Job[Payload, Outcome]:
         self._loop = asyncio.get_running_loop()
         with self._lock:
-            if self.active_count_locked() >= self.workers + self.queue_size:
-                raise QueueFull(self.retry_after_locked())
+            self._check_room_locked()
             job: Job[Payload, Outcome] = Job(payload)
             self._jobs[job.id] = job
         job.future = self._pool.submit(self._run, job)
@@ -161,18 +174,10 @@ class JobManager(Generic[Payload, Outcome]):
             return self.retry_after_locked()
 
     def sweep(self, now: float | None = None) -> int:
-        """Deletes finished jobs past retention, then the oldest finished beyond ``max_stored``."""
-        now = time.time() if now is None else now
+        """Deletes finished jobs past retention, then the oldest finished beyond the count and byte limits;
+        the newest finished job stays whatever its size, so that its client can fetch it."""
         with self._lock:
-            finished = sorted(
-                (job for job in self._jobs.values() if job.finished is not None),
-                key=lambda job: job.finished or 0,
-            )
-            expired = sum(1 for job in finished if now - (job.finished or now) >= self.retention_seconds)
-            doomed = finished[: max(expired, min(len(self._jobs) - self.max_stored, len(finished)))]
-            for job in doomed:
-                del self._jobs[job.id]
-        return len(doomed)
+            return self._sweep_locked(time.time() if now is None else now)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -195,10 +200,10 @@ class JobManager(Generic[Payload, Outcome]):
         except JobCancelled:
             self._settle(job, JobState.CANCELLED)
         except FaceRestoreError as error:
-            self._settle(job, JobState.FAILED, error=str(error))
-        except Exception as error:  # the job fails; the server and its other jobs go on
+            self._settle(job, JobState.FAILED, error=self._describe(error))
+        except Exception:  # the job fails; the server and its other jobs go on
             log.exception("job %s failed", job.id)
-            self._settle(job, JobState.FAILED, error=f"internal error: {type(error).__name__}: {error}")
+            self._settle(job, JobState.FAILED, error="internal error (details are in the server's log)")
         else:
             self._settle(job, JobState.SUCCEEDED, outcome=outcome)
 
@@ -223,11 +228,35 @@ class JobManager(Generic[Payload, Outcome]):
             job.payload = None  # the upload is not needed any more: free its memory now
             if state is JobState.SUCCEEDED and job.started is not None:
                 self._recent_seconds = [*self._recent_seconds[-19:], job.finished - job.started]
+            self._sweep_locked(job.finished)  # now: a burst of large results must not wait for the sweep
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(job.settled.set)
 
     def active_count_locked(self) -> int:
         return sum(1 for job in self._jobs.values() if not job.state.finished)
+
+    def _sweep_locked(self, now: float) -> int:
+        finished = [job for job in self._jobs.values() if job.finished is not None]
+        finished.sort(key=lambda job: job.finished or 0)
+        expired = sum(1 for job in finished if now - (job.finished or now) >= self.retention.seconds)
+        over_count = len(self._jobs) - self.retention.max_jobs
+        doomed = finished[: max(expired, over_count, self._over_bytes_locked(finished))]
+        for job in doomed:
+            del self._jobs[job.id]
+        return len(doomed)
+
+    def _check_room_locked(self) -> None:
+        if self.active_count_locked() >= self.workers + self.queue_size:
+            raise QueueFull(self.retry_after_locked())
+
+    def _over_bytes_locked(self, finished: list[Job[Payload, Outcome]]) -> int:
+        """How many of the oldest finished jobs must go for the rest to fit in the byte limit."""
+        sizes = [self.retention.size_of(job.outcome) if job.outcome is not None else 0 for job in finished]
+        total, dropped = sum(sizes), 0
+        while total > self.retention.max_bytes and dropped < len(finished) - 1:
+            total -= sizes[dropped]
+            dropped += 1
+        return dropped
 
     def retry_after_locked(self) -> int:
         """Seconds until a place is likely free: the recent mean job time per worker slot."""

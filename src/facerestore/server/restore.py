@@ -48,6 +48,12 @@ class RestoreOutcome:
     face_thumbnails: tuple[tuple[EncodedImage, EncodedImage], ...]  # (before, after) per face
     metadata: dict[str, Any]
 
+    @property
+    def nbytes(self) -> int:
+        """What keeping it costs: its images' bytes (the metadata is small)."""
+        thumbnails = [image for pair in self.face_thumbnails for image in pair]
+        return sum(len(image.data) for image in (self.image, self.input_preview, *thumbnails))
+
 
 def encode(picture: Picture, fmt: str, quality: int) -> EncodedImage:
     return EncodedImage(encode_image(picture, fmt, quality=quality), MEDIA_TYPES[fmt], fmt)

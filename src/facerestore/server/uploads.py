@@ -11,11 +11,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from facerestore.errors import FaceRestoreError, ImageError
-from facerestore.image_io import Picture, decode_image
+from facerestore.image_io import Picture, declared_size, decode_image
 from facerestore.pipeline import Restorer
 from facerestore.server.forms import check_output_size, restore_options
 from facerestore.server.http import ApiError
 from facerestore.server.jobs import QueueFull
+from facerestore.server.messages import public_message
 from facerestore.server.restore import RestoreRequest
 from facerestore.server.state import RestoreJob, ServerState
 
@@ -62,11 +63,15 @@ def decode(data: bytes, max_pixels: int) -> Picture:
     return decode_image(data, max_pixels=max_pixels, name="upload")
 
 
+def unreadable(error: ImageError) -> ApiError:
+    return ApiError(422, public_message(error))
+
+
 async def decode_upload(state: ServerState, upload: Upload) -> Picture:
     try:
         return await state.run_light(decode, upload.data, state.config.max_pixels)
     except ImageError as error:
-        raise ApiError(422, str(error)) from None
+        raise unreadable(error) from None
 
 
 def checked(make: Callable[[], T]) -> T:
@@ -74,20 +79,44 @@ def checked(make: Callable[[], T]) -> T:
     try:
         return make()
     except FaceRestoreError as error:
-        raise ApiError(400, str(error)) from None
+        raise ApiError(400, public_message(error)) from None
 
 
-async def restore_request(state: ServerState, request: Request) -> RestoreRequest:
+def busy(error: QueueFull) -> ApiError:
+    return ApiError(429, str(error), {"Retry-After": str(error.retry_after)})
+
+
+def check_inline_size(size: tuple[int, int], max_pixels: int) -> None:
+    pixels = size[0] * size[1]
+    if pixels > max_pixels:
+        raise ApiError(
+            413,
+            f"the picture has {pixels / 1e6:.1f} megapixels; POST /v1/restore answers pictures of up to "
+            f"{max_pixels / 1e6:g} megapixels: create a job with POST /v1/jobs instead",
+        )
+
+
+async def restore_request(state: ServerState, request: Request, *, inline: bool = False) -> RestoreRequest:
+    """The upload's restore, refused before its picture is decoded when the queue is full or the header
+    declares too many pixels: decoding a large picture costs a second and hundreds of MB."""
     upload = await read_upload(request)
     options, encoding = checked(lambda: restore_options(upload.fields, state.config))
     restorer = checked(lambda: Restorer(options, state.networks))  # 'auto' resolved, models checked, now
-    picture = await decode_upload(state, upload)
-    checked(lambda: check_output_size(picture, options.scale, state.config))
-    return RestoreRequest(picture, restorer, encoding)
+    try:
+        state.jobs.check_room()
+        size = declared_size(upload.data, max_pixels=state.config.max_pixels, name="upload")
+    except QueueFull as error:
+        raise busy(error) from None
+    except ImageError as error:
+        raise unreadable(error) from None
+    checked(lambda: check_output_size(size, options.scale, state.config))
+    if inline:
+        check_inline_size(size, state.config.sync_max_pixels)
+    return RestoreRequest(await decode_upload(state, upload), restorer, encoding)
 
 
 def submit(state: ServerState, request: RestoreRequest) -> RestoreJob:
     try:
         return state.jobs.submit(request)
-    except QueueFull as busy:
-        raise ApiError(429, str(busy), {"Retry-After": str(busy.retry_after)}) from None
+    except QueueFull as error:
+        raise busy(error) from None

@@ -95,6 +95,10 @@ def test_a_clip_keeps_its_frames_timestamps_and_sound(
     video = record["video"]
     assert (video["frames_in"], video["frames_out"], video["corrupt_packets"]) == (6, 6, 0)
     assert video["faces"] >= 6 and video["copied_streams"] == ["audio"] and record["size_out"] == [640, 480]
+    tracks = video["tracks"].values()  # the same faces followed through the pan, one id each
+    assert len(tracks) == video["faces"] // 6 and all(
+        t["frames"] == 6 and t["first_frame"] == 0 for t in tracks
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "written atomically"
 
 

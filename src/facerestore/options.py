@@ -164,6 +164,8 @@ class VideoOptions(Options):
     """constant-quality level: lower is better and larger (18: visually lossless for x264)"""
     preset: Literal["ultrafast", "veryfast", "fast", "medium", "slow", "veryslow"] = "medium"
     """encoder speed against file size"""
+    stabilize: bool = True
+    """follow each face across frames and smooth its landmarks, so restored faces do not flicker"""
 
 
 class BatchOptions(Options):

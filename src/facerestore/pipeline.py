@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -157,14 +157,21 @@ class Restorer:
         return detect_faces(self.detector(), _rgb8(picture.pixels), self.options.detection)
 
     def restore(
-        self, picture: Picture, *, progress: ProgressCallback | None = None, keep_crops: bool = False
+        self,
+        picture: Picture,
+        *,
+        progress: ProgressCallback | None = None,
+        keep_crops: bool = False,
+        faces: Sequence[Face] | None = None,
     ) -> RestoreResult:
+        """Restores the picture's faces: those detected, or ``faces`` when given (a video's tracked and
+        smoothed faces, say)."""
         timer = _Timer()
         report = progress or (lambda stage, done, total: None)
         if self.options.aligned:
-            pixels, faces, crops = self._restore_aligned(picture.pixels, timer)
+            pixels, restored, crops = self._restore_aligned(picture.pixels, timer)
         else:
-            pixels, faces, crops = self._restore_photo(picture.pixels, timer, report)
+            pixels, restored, crops = self._restore_photo(picture.pixels, timer, report, faces)
         with timer.stage("upscale"):
             alpha = None if picture.alpha is None else resize(picture.alpha, pixels.shape[:2])
         with timer.stage("paste"):
@@ -173,7 +180,7 @@ class Restorer:
         report("done", 1, 1)
         return RestoreResult(
             picture=picture.with_pixels(pixels, alpha),
-            faces=tuple(faces),
+            faces=tuple(restored),
             face_model=self.plan.face_model.name,
             bg_upsampler=self.plan.bg_upsampler,
             timings={k: round(v, 4) for k, v in timer.totals.items()},
@@ -181,12 +188,16 @@ class Restorer:
         )
 
     def _restore_photo(
-        self, pixels: np.ndarray, timer: _Timer, report: ProgressCallback
+        self, pixels: np.ndarray, timer: _Timer, report: ProgressCallback, given: Sequence[Face] | None
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
         scale = self.options.scale
         with timer.stage("detect"):
             report("detect", 0, 1)
-            faces = detect_faces(self.detector(), _rgb8(pixels), self.options.detection)
+            faces = (
+                list(given)
+                if given is not None
+                else detect_faces(self.detector(), _rgb8(pixels), self.options.detection)
+            )
         with timer.stage("upscale"):
             canvas = self.background().upscale(pixels, scale, lambda d, t: report("upscale", d, t))
             if not canvas.flags.writeable or np.shares_memory(canvas, pixels):

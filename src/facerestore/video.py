@@ -22,6 +22,8 @@ import av
 import av.error
 import numpy as np
 
+from facerestore import tracking
+from facerestore.detection import Face
 from facerestore.errors import ImageError, option
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
 from facerestore.options import VideoOptions
@@ -49,6 +51,7 @@ class VideoReport:
     size_in: list[int] | None = None
     size_out: list[int] | None = None
     faces: int = 0  # faces restored, summed over frames
+    tracks: dict[int, dict[str, int]] = field(default_factory=dict)  # id -> first/last frame, frames restored
     face_model: str | None = None
     bg_upsampler: str | None = None
     copied_streams: list[str] = field(default_factory=list)
@@ -126,12 +129,13 @@ def _transcode(
         report.copied_streams = [stream.type for stream in container.streams if stream.index in copies]
         report.size_out = [width, height]
         started = time.perf_counter()
+        faces = _FaceFollower(restorer, options.stabilize, report)
         for packet in container.demux():
             if packet.stream.index in copies:
                 _copy(packet, copies[packet.stream.index], output)
             elif packet.stream is video_in:
                 for frame in _decoded(packet, report):
-                    _encode(_restored(frame, restorer, report, width, height), video_out, output)
+                    _encode(_restored(frame, restorer, faces, report, width, height), video_out, output)
                     report.frames_out += 1
                     progress(report.frames_out, video_in.frames or None)
         for packet in video_out.encode(None):
@@ -213,9 +217,37 @@ def _decoded(packet: Any, report: VideoReport) -> Iterator[Any]:
         yield frame
 
 
-def _restored(frame: Any, restorer: Restorer, report: VideoReport, width: int, height: int) -> Any:
-    pixels = frame.to_ndarray(format="rgb24")
-    result = restorer.restore(Picture(pixels=np.ascontiguousarray(pixels)))
+class _FaceFollower:
+    """Each frame's faces, tracked and smoothed from frame to frame (or as detected, when not stabilizing)."""
+
+    def __init__(self, restorer: Restorer, stabilize: bool, report: VideoReport) -> None:
+        self.restorer, self.stabilize, self.report = restorer, stabilize, report
+        self.tracks = tracking.Tracks()
+        self.previous: np.ndarray | None = None
+
+    def faces(self, picture: Picture, seconds: float) -> list[Face] | None:
+        if not self.stabilize or self.restorer.options.aligned:
+            return None
+        small = tracking.thumbnail(picture.pixels)
+        cut = tracking.is_scene_cut(self.previous, small)
+        self.previous = small
+        found = self.restorer.detect(picture)
+        self.tracks, tracked = tracking.step(self.tracks, found, seconds, cut)
+        for item in tracked:
+            record = self.report.tracks.setdefault(
+                item.track_id, {"first_frame": self.tracks.frame, "frames": 0}
+            )
+            record["last_frame"] = self.tracks.frame
+            record["frames"] += 1
+        return [item.face for item in tracked]
+
+
+def _restored(
+    frame: Any, restorer: Restorer, follower: _FaceFollower, report: VideoReport, width: int, height: int
+) -> Any:
+    picture = Picture(pixels=np.ascontiguousarray(frame.to_ndarray(format="rgb24")))
+    seconds = float(frame.pts * frame.time_base) if frame.pts is not None else report.frames_in / 30.0
+    result = restorer.restore(picture, faces=follower.faces(picture, seconds))
     report.faces += len(result.faces)
     for stage, seconds in result.timings.items():
         report.timings[stage] = round(report.timings.get(stage, 0.0) + seconds, 3)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facerestore import registry
+from facerestore import batch, registry
 from facerestore.cli import main
 from facerestore.image_io import load_image
 from onnx_factory import write_face_prior
@@ -195,6 +195,13 @@ def test_bad_inputs_fail_alone_and_clearly(
     assert records["noface.png"]["faces"] == [] and Path(records["noface.png"]["output"]).is_file()
     assert records["dot.png"]["size_out"] == [2, 2]
     assert "4 failed" in err
+
+
+def test_folders_give_the_formats_decoding_promises(tmp_path: Path) -> None:
+    promised = ["a.JPG", "b.jpeg", "c.png", "d.webp", "e.tif", "f.TIFF", "g.bmp", "h.heic", "i.heif"]
+    for name in [*promised, "j.gif", "k.ico", "l.ppm", "m.tga", "n.eps", "o.avif", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [file.name for file, _ in batch.expand_inputs([str(tmp_path)])] == promised
 
 
 def test_outputs_and_inputs_are_never_overwritten(

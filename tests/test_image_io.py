@@ -455,12 +455,19 @@ def test_truncated_file(real: Path, tmp_path: Path, source: str) -> None:
     assert_one_line_error(excinfo, str(cut), "truncated")
 
 
+def test_damaged_header_is_called_truncated_not_unsupported(blake: Image.Image) -> None:
+    tiff = pillow_bytes(blake, "TIFF", compression="tiff_lzw")  # libtiff writes the directory last
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(tiff[: len(tiff) // 2], name="cut.tif")
+    assert_one_line_error(excinfo, "cut.tif: truncated or corrupt image (its TIFF header cannot be read)")
+
+
 def test_text_file_named_jpg(tmp_path: Path) -> None:
     text = tmp_path / "notes.jpg"
     text.write_text("this is not a photo\n")
     with pytest.raises(ImageError) as excinfo:
         load_image(text)
-    assert_one_line_error(excinfo, str(text), "not an image")
+    assert_one_line_error(excinfo, str(text), "not a supported image")
 
 
 def test_directory(tmp_path: Path) -> None:
@@ -510,6 +517,42 @@ def test_our_limit_overrides_pillows_process_wide_one(real: Path, monkeypatch: p
     with pytest.raises(ImageError) as excinfo:
         load_image(real / "gfpgan-whole" / "Blake_Lively.jpg", max_pixels=1000)
     assert_one_line_error(excinfo, "700x464", "exceeds the limit")
+
+
+# ----------------------------------------------------------------------------------- promised formats
+
+SUPPORTED_LIST = "(supported: JPEG, PNG, WebP, TIFF, BMP, HEIC)"
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "GIF", "PCX", "JPEG2000", "QOI", "AVIF", "EPS"])
+def test_formats_pillow_reads_but_we_do_not_promise_are_refused(blake: Image.Image, fmt: str) -> None:
+    data = pillow_bytes(blake.resize((128, 85)), fmt)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == fmt  # Pillow would decode it
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(data, name="upload")
+    assert str(excinfo.value) == f"upload: not a supported image {SUPPORTED_LIST}"
+
+
+def test_opencv_only_ever_sees_png_or_tiff(
+    real: Path, blake: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenCV picks its decoder by content too: it must never be the one that reads an unpromised format."""
+    seen: list[bytes] = []
+    imdecode = cv2.imdecode
+
+    def spy(buffer: np.ndarray, flags: int) -> np.ndarray | None:
+        seen.append(buffer.tobytes()[:8])
+        return imdecode(buffer, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    sixteen_bit = np.asarray(blake).astype(np.uint16) * 257
+    ppm = b"P6 700 464 65535\n" + sixteen_bit.astype(">u2").tobytes()
+    with pytest.raises(ImageError):
+        decode_image(ppm)
+    load_image(real / "misc" / "tree_alpha_16bit.png")
+    decode_image(encode_image(load_image(real / "misc" / "tree_alpha_16bit.png"), "TIFF"))
+    assert seen and all(head.startswith((b"\x89PNG", b"II*\x00", b"MM\x00*")) for head in seen)
 
 
 # --------------------------------------------------------------------------------------------- saving

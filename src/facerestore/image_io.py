@@ -52,6 +52,11 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".heif": "HEIF",
 }
 
+# Decoding promises what folder expansion looks for (README's Inputs line), even where Pillow reads more.
+_DECODABLE = tuple(
+    fmt for fmt in dict.fromkeys(SUPPORTED_EXTENSIONS.values()) if fmt != "HEIF" or _HEIF_AVAILABLE
+)
+_DISPLAY_NAMES = {"WEBP": "WebP", "HEIF": "HEIC"}
 _ENCODABLE = ("JPEG", "PNG", "WEBP", "TIFF", "BMP") + (("HEIF",) if _HEIF_AVAILABLE else ())
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "HEIF"}
@@ -148,7 +153,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
 
 
 def _decode(data: bytes, max_pixels: int, name: str) -> Picture:
-    with Image.open(io.BytesIO(data)) as img:
+    with _open_promised(data, name) as img:
         _check_pixel_count(img.size, max_pixels, name)
         if _is_16bit(img, data):
             color, alpha = _cv2_planes(data, _header_says_gray(img, data), name)
@@ -167,12 +172,29 @@ def _decode(data: bytes, max_pixels: int, name: str) -> Picture:
         )
 
 
+def _open_promised(data: bytes, name: str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=_DECODABLE)
+    except UnidentifiedImageError:
+        pass
+    # Pillow's signature checks, without its parsing: a damaged TIFF is not "some other format".
+    looks_like = [fmt for fmt in _DECODABLE if _has_signature(fmt, data)]
+    if looks_like:
+        what = _DISPLAY_NAMES.get(looks_like[0], looks_like[0])
+        raise ImageError(f"{name}: truncated or corrupt image (its {what} header cannot be read)")
+    supported = ", ".join(_DISPLAY_NAMES.get(fmt, fmt) for fmt in _DECODABLE)
+    raise ImageError(f"{name}: not a supported image (supported: {supported})")
+
+
+def _has_signature(fmt: str, data: bytes) -> bool:
+    accept = Image.OPEN[fmt][1]
+    return accept is not None and bool(accept(data[:16]))
+
+
 @contextlib.contextmanager
 def _decoding_errors(name: str) -> Iterator[None]:
     try:
         yield
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image or unsupported format") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: too many pixels to decode safely ({_one_line(exc)})") from None
     except (OSError, SyntaxError, EOFError, ValueError, struct.error, zlib.error, cv2.error) as exc:

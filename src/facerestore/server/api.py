@@ -38,7 +38,7 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "the upload is larger than the server's limit", **_ERROR},
     415: {"description": "the body is not multipart/form-data", **_ERROR},
     422: {
-        "description": "not a readable image: an unsupported format, truncated, or too many pixels",
+        "description": "not a readable image: unsupported format, animated, truncated, or too many pixels",
         **_ERROR,
     },
     429: {

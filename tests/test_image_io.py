@@ -195,6 +195,15 @@ def test_16bit_png_keeps_its_icc_profile(real: Path) -> None:
         assert written.info.get("icc_profile") == picture.icc_profile
 
 
+def test_16bit_png_decodes_the_same_despite_metadata_libpng_rejects(real: Path) -> None:
+    path = real / "misc" / "tree_alpha_16bit.png"
+    png = path.read_bytes()
+    broken_profile = png_chunk(b"iCCP", b"bad\0\0" + zlib.compress(b"x" * 200))
+    picture, reference = decode_image(png[:33] + broken_profile + png[33:]), load_image(path)
+    assert picture.alpha is not None and reference.alpha is not None
+    assert np.array_equal(picture.pixels, reference.pixels) and np.array_equal(picture.alpha, reference.alpha)
+
+
 def test_16bit_tiff_round_trip_is_exact(real: Path) -> None:
     picture = load_image(real / "misc" / "tree_alpha_16bit.png")
     again = decode_image(encode_image(picture, "TIFF"))
@@ -561,6 +570,8 @@ def test_opencv_only_ever_sees_png_or_tiff(
 
 def tiff_bytes(samples: np.ndarray, **options: object) -> bytes:
     """A TIFF as tifffile writes it: float, planar, CMYK and other layouts that Pillow cannot write."""
+    colour = samples.ndim >= 3 and samples.shape[-1] in (3, 4)
+    options.setdefault("photometric", "rgb" if colour else "minisblack")
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, samples, **options)
     return buffer.getvalue()

@@ -64,12 +64,15 @@ _GRAY_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "HEIF"}  # WebP has no gray mode
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _METADATA_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF", "HEIF"}
 _ORIENTATION_TAG = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _TIFF_SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
 _EXIF_PREFIX = b"Exif\x00\x00"
 
 # Pillow's bomb check is process-wide; this lock serialises the rare decodes that lift it.
 _PILLOW_LIMIT_LOCK = threading.Lock()
+# So is OpenCV's log level, which our OpenCV decodes lower for their duration.
+_OPENCV_LOG_LOCK = threading.Lock()
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -141,8 +144,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
     with _decoding_errors(name):
         try:
             with warnings.catch_warnings():
-                # The caller's max_pixels is the limit that counts; it is checked before decoding.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                # Pillow warns about damage it works around (corrupt EXIF, odd tags) and about sizes our
+                # max_pixels decides on: each file ends in a picture or one ImageError, so a warning would
+                # only be a stray line on stderr.
+                warnings.simplefilter("ignore")
                 return _decode(data, max_pixels, name)
         except Image.DecompressionBombError:
             # Pillow's own cap refused the header; lift it so our check decides and reports the size.
@@ -164,7 +169,10 @@ def _decode(data: bytes, max_pixels: int, name: str) -> Picture:
         _check_pixel_count(img.size, max_pixels, name)
         _check_still(img, name)
         if _is_16bit_gray_or_rgb(img, data):
-            for_opencv = data if first_page is None else _tiff_orientation_reset(data, first_page)
+            if first_page is None:
+                for_opencv = _png_for_opencv(data, name)
+            else:
+                for_opencv = _tiff_orientation_reset(data, first_page)
             color, alpha = _opencv_planes(for_opencv, _header_says_gray(img, data), name)
         else:
             img.load()
@@ -327,9 +335,10 @@ def _opencv_planes(data: bytes, gray: bool, name: str) -> tuple[np.ndarray, np.n
 
     OpenCV picks its decoder by the content: it is handed only PNG and TIFF, which we read ourselves first.
     """
-    if not data.startswith((b"\x89PNG\r\n\x1a\n", *_TIFF_SIGNATURES)):
+    if not data.startswith((_PNG_SIGNATURE, *_TIFF_SIGNATURES)):
         raise ImageError(f"{name}: only PNG and TIFF are decoded with OpenCV")
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with _opencv_quiet():
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ImageError(f"{name}: truncated or corrupt image")
     if array.dtype.kind == "f":
@@ -341,6 +350,37 @@ def _opencv_planes(data: bytes, gray: bool, name: str) -> tuple[np.ndarray, np.n
     alpha = array[..., 3] if array.shape[2] == 4 else None
     color = array[..., 0] if gray else array[..., 2::-1]  # OpenCV is BGR(A)
     return color, alpha
+
+
+def _png_for_opencv(data: bytes, name: str) -> bytes:
+    """The PNG's pixel chunks, each checked. libpng, inside OpenCV, prints its complaints about truncation,
+    bad checksums and odd metadata straight to stderr: it gets nothing to complain about."""
+    kept, offset = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        chunk = data[offset : offset + 12 + length]
+        kind, body, crc = chunk[4:8], chunk[8:-4], chunk[-4:]
+        if len(chunk) < 12 + length or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            what = kind.decode() if kind.isalpha() else "unnamed"
+            raise ImageError(f"{name}: truncated or corrupt image (a damaged {what} chunk)")
+        if kind in (b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"):  # the pixels; Pillow reads the metadata
+            kept.append(chunk)
+        if kind == b"IEND":
+            return b"".join(kept)
+        offset += len(chunk)
+    raise ImageError(f"{name}: truncated or corrupt image (the PNG ends before its IEND chunk)")
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV logs libtiff's warnings and its own decode failures to stderr; the ImageError says it once."""
+    with _OPENCV_LOG_LOCK:
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            yield
+        finally:
+            cv2.utils.logging.setLogLevel(level)
 
 
 def _unit_floats_to_16bit(array: np.ndarray, name: str) -> np.ndarray:

@@ -469,7 +469,9 @@ def test_damaged_header_is_called_truncated_not_unsupported(blake: Image.Image) 
     tiff = pillow_bytes(blake, "TIFF", compression="tiff_lzw")  # libtiff writes the directory last
     with pytest.raises(ImageError) as excinfo:
         decode_image(tiff[: len(tiff) // 2], name="cut.tif")
-    assert_one_line_error(excinfo, "cut.tif: truncated or corrupt image (its TIFF header cannot be read)")
+    assert_one_line_error(
+        excinfo, "cut.tif: cannot read this TIFF: truncated, corrupt or an unsupported variant"
+    )
 
 
 def test_text_file_named_jpg(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ def _open_promised(data: bytes, name: str) -> Image.Image:
     looks_like = [fmt for fmt in _DECODABLE if _has_signature(fmt, data)]
     if looks_like:
         what = _DISPLAY_NAMES.get(looks_like[0], looks_like[0])
-        raise ImageError(f"{name}: truncated or corrupt image (its {what} header cannot be read)")
+        raise ImageError(f"{name}: cannot read this {what}: truncated, corrupt or an unsupported variant")
     supported = ", ".join(_DISPLAY_NAMES.get(fmt, fmt) for fmt in _DECODABLE)
     raise ImageError(f"{name}: not a supported image (supported: {supported})")
 

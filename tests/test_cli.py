@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import struct
@@ -11,11 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
-from facerestore import registry
+from facerestore import batch, registry
 from facerestore.cli import main
-from facerestore.image_io import load_image
+from facerestore.image_io import encode_image, load_image
 from onnx_factory import write_face_prior
 
 FAST = ["--bg-upsampler", "none"]  # the background network is covered by the acceptance test
@@ -200,6 +202,62 @@ def test_bad_inputs_fail_alone_and_clearly(
     assert records["noface.png"]["faces"] == [] and Path(records["noface.png"]["output"]).is_file()
     assert records["dot.png"]["size_out"] == [2, 2]
     assert "4 failed" in err
+
+
+def _files_libraries_complain_about(real: Path, folder: Path) -> list[str]:
+    """Files that make libpng, libtiff (through OpenCV) or Pillow write to stderr themselves; returns the
+    names of those that cannot be restored."""
+    png16 = (real / "misc/tree_alpha_16bit.png").read_bytes()
+    (folder / "cut16.png").write_bytes(png16[:-12])  # libpng: "PNG input buffer is incomplete"
+    flipped = bytearray(png16)
+    flipped[png16.index(b"IDAT") + 1000] ^= 0xFF  # libpng: "IDAT: CRC error", or a bad filter value
+    (folder / "crc16.png").write_bytes(bytes(flipped))
+    iccp = _png_chunk(b"iCCP", b"bad\0\0" + zlib.compress(b"x" * 200))  # libpng: "iCCP: too short"
+    (folder / "iccp16.png").write_bytes(png16[:33] + iccp + png16[33:])
+    blake = Image.open(real / "gfpgan-whole/Blake_Lively.jpg").convert("RGB")
+    lzw = io.BytesIO()
+    blake.save(lzw, "TIFF", compression="tiff_lzw")  # its directory comes last: Pillow warns "Corrupt EXIF"
+    (folder / "cut.tif").write_bytes(lzw.getvalue()[: len(lzw.getvalue()) // 2])
+    deep = io.BytesIO()
+    tifffile.imwrite(deep, np.asarray(blake).astype(np.uint16) * 257, photometric="rgb")  # libtiff: errors
+    (folder / "cut16.tif").write_bytes(deep.getvalue()[: len(deep.getvalue()) // 2])
+    # Restorable, yet libtiff warns about the alpha channel OpenCV itself writes, and Pillow about the EXIF.
+    (folder / "alpha16.tif").write_bytes(encode_image(load_image(real / "misc/tree_alpha_16bit.png"), "TIFF"))
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam" * 10
+    raw = exif.tobytes()
+    make = raw.index(b"\x01\x0f\x00\x02")
+    blake.save(folder / "exif.jpg", exif=raw[: make + 4] + struct.pack(">I", 4096) + raw[make + 8 :])
+    return ["crc16.png", "cut.tif", "cut16.png", "cut16.tif"]
+
+
+def test_each_failure_is_one_line_on_stderr(
+    capfd: pytest.CaptureFixture[str],
+    recwarn: pytest.WarningsRecorder,
+    shared_dir: Path,
+    tmp_path: Path,
+    quick_model: list[str],
+) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    failing = _files_libraries_complain_about(shared_dir / "data/real", folder)
+    capfd.readouterr()
+    code = main(["-q", "restore", str(folder), "-o", str(tmp_path / "out"), *FAST, *quick_model])
+    lines = capfd.readouterr().err.splitlines()
+    assert code == 1
+    assert [line.split(": ")[1] for line in lines if line.startswith("error:")] == [
+        str(folder / name) for name in failing
+    ]
+    assert len(lines) == 1 + len(failing) + 1, lines  # the licence note, the failures, the summary
+    assert lines[0].startswith("note:") and lines[-1].startswith("3 of 7 images restored")
+    assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []
+
+
+def test_folders_give_the_formats_decoding_promises(tmp_path: Path) -> None:
+    promised = ["a.JPG", "b.jpeg", "c.png", "d.webp", "e.tif", "f.TIFF", "g.bmp", "h.heic", "i.heif"]
+    for name in [*promised, "j.gif", "k.ico", "l.ppm", "m.tga", "n.eps", "o.avif", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [file.name for file, _ in batch.expand_inputs([str(tmp_path)])] == promised
 
 
 def test_outputs_and_inputs_are_never_overwritten(

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image, ImageCms
 
 from facerestore.errors import ImageError
@@ -192,6 +193,15 @@ def test_16bit_png_keeps_its_icc_profile(real: Path) -> None:
     assert picture.icc_profile is not None
     with Image.open(io.BytesIO(encode_image(picture, "PNG"))) as written:
         assert written.info.get("icc_profile") == picture.icc_profile
+
+
+def test_16bit_png_decodes_the_same_despite_metadata_libpng_rejects(real: Path) -> None:
+    path = real / "misc" / "tree_alpha_16bit.png"
+    png = path.read_bytes()
+    broken_profile = png_chunk(b"iCCP", b"bad\0\0" + zlib.compress(b"x" * 200))
+    picture, reference = decode_image(png[:33] + broken_profile + png[33:]), load_image(path)
+    assert picture.alpha is not None and reference.alpha is not None
+    assert np.array_equal(picture.pixels, reference.pixels) and np.array_equal(picture.alpha, reference.alpha)
 
 
 def test_16bit_tiff_round_trip_is_exact(real: Path) -> None:
@@ -455,12 +465,21 @@ def test_truncated_file(real: Path, tmp_path: Path, source: str) -> None:
     assert_one_line_error(excinfo, str(cut), "truncated")
 
 
+def test_damaged_header_is_called_truncated_not_unsupported(blake: Image.Image) -> None:
+    tiff = pillow_bytes(blake, "TIFF", compression="tiff_lzw")  # libtiff writes the directory last
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(tiff[: len(tiff) // 2], name="cut.tif")
+    assert_one_line_error(
+        excinfo, "cut.tif: cannot read this TIFF: truncated, corrupt or an unsupported variant"
+    )
+
+
 def test_text_file_named_jpg(tmp_path: Path) -> None:
     text = tmp_path / "notes.jpg"
     text.write_text("this is not a photo\n")
     with pytest.raises(ImageError) as excinfo:
         load_image(text)
-    assert_one_line_error(excinfo, str(text), "not an image")
+    assert_one_line_error(excinfo, str(text), "not a supported image")
 
 
 def test_directory(tmp_path: Path) -> None:
@@ -510,6 +529,195 @@ def test_our_limit_overrides_pillows_process_wide_one(real: Path, monkeypatch: p
     with pytest.raises(ImageError) as excinfo:
         load_image(real / "gfpgan-whole" / "Blake_Lively.jpg", max_pixels=1000)
     assert_one_line_error(excinfo, "700x464", "exceeds the limit")
+
+
+# ----------------------------------------------------------------------------------- promised formats
+
+SUPPORTED_LIST = "(supported: JPEG, PNG, WebP, TIFF, BMP, HEIC)"
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "GIF", "PCX", "JPEG2000", "QOI", "AVIF", "EPS"])
+def test_formats_pillow_reads_but_we_do_not_promise_are_refused(blake: Image.Image, fmt: str) -> None:
+    data = pillow_bytes(blake.resize((128, 85)), fmt)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == fmt  # Pillow would decode it
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(data, name="upload")
+    assert str(excinfo.value) == f"upload: not a supported image {SUPPORTED_LIST}"
+
+
+def test_opencv_only_ever_sees_png_or_tiff(
+    real: Path, blake: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenCV picks its decoder by content too: it must never be the one that reads an unpromised format."""
+    seen: list[bytes] = []
+    imdecode = cv2.imdecode
+
+    def spy(buffer: np.ndarray, flags: int) -> np.ndarray | None:
+        seen.append(buffer.tobytes()[:8])
+        return imdecode(buffer, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", spy)
+    sixteen_bit = np.asarray(blake).astype(np.uint16) * 257
+    ppm = b"P6 700 464 65535\n" + sixteen_bit.astype(">u2").tobytes()
+    with pytest.raises(ImageError):
+        decode_image(ppm)
+    load_image(real / "misc" / "tree_alpha_16bit.png")
+    decode_image(encode_image(load_image(real / "misc" / "tree_alpha_16bit.png"), "TIFF"))
+    assert seen and all(head.startswith((b"\x89PNG", b"II*\x00", b"MM\x00*")) for head in seen)
+
+
+# ------------------------------------------------------------------- sample types, colour spaces, frames
+
+
+def tiff_bytes(samples: np.ndarray, **options: object) -> bytes:
+    """A TIFF as tifffile writes it: float, planar, CMYK and other layouts that Pillow cannot write."""
+    colour = samples.ndim >= 3 and samples.shape[-1] in (3, 4)
+    options.setdefault("photometric", "rgb" if colour else "minisblack")
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def blake_unit(blake: Image.Image) -> np.ndarray:
+    """Blake's pixels as float32 from 0 to 1, the way float TIFFs hold them."""
+    return np.asarray(blake).astype(np.float32) / 255
+
+
+def test_float_gray_tiff_becomes_16_bit_gray(blake: Image.Image) -> None:
+    gray = np.asarray(blake.convert("L"))
+    picture = decode_image(pillow_bytes(Image.fromarray(gray.astype(np.float32) / 255), "TIFF"))
+    assert picture.is_gray and picture.pixels.dtype == np.uint16
+    assert np.array_equal(picture.pixels[..., 0], gray.astype(np.uint16) * 257)
+
+
+def test_float_rgba_tiff_becomes_16_bit_rgba(blake: Image.Image, blake_unit: np.ndarray) -> None:
+    alpha = np.tile(np.linspace(0, 1, blake.width, dtype=np.float32), (blake.height, 1))
+    picture = decode_image(tiff_bytes(np.dstack([blake_unit, alpha])))
+    assert not picture.is_gray and picture.pixels.dtype == np.uint16
+    assert np.array_equal(picture.pixels, np.asarray(blake).astype(np.uint16) * 257)
+    assert picture.alpha is not None and np.array_equal(picture.alpha, np.rint(alpha * 65535))
+
+
+def test_float_tiff_is_turned_upright_and_keeps_its_profile(
+    blake: Image.Image, blake_unit: np.ndarray, srgb_profile: bytes
+) -> None:
+    stored = np.ascontiguousarray(np.rot90(blake_unit, 1))  # what orientation 6 turns clockwise
+    picture = decode_image(tiff_bytes(stored, iccprofile=srgb_profile, extratags=[(274, "H", 1, 6, True)]))
+    assert np.array_equal(picture.pixels, np.asarray(blake).astype(np.uint16) * 257)
+    assert picture.icc_profile == srgb_profile
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 7])
+def test_16_bit_tiff_is_turned_upright_once(blake: Image.Image, orientation: int) -> None:
+    upright = np.asarray(blake).astype(np.uint16) * 257 + 100  # the low byte carries information
+    stored = np.asarray(
+        Image.fromarray(upright[..., 0]).transpose(STORE_FOR_ORIENTATION[orientation])
+    )  # one channel shows the turn as well as three
+    tags = [(274, "H", 1, orientation, True)]
+    for big in (False, True):
+        picture = decode_image(tiff_bytes(stored, extratags=tags, bigtiff=big))
+        assert np.array_equal(picture.pixels[..., 0], upright[..., 0]), (orientation, big)
+
+
+@pytest.mark.parametrize(("offset", "scale", "shown"), [(0, 4, "from 0 to 4"), (-0.5, 1, "from -0.5 to 0.5")])
+def test_float_tiff_outside_0_to_1_is_refused(
+    blake_unit: np.ndarray, offset: float, scale: float, shown: str
+) -> None:
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(tiff_bytes((blake_unit + offset) * scale), name="hdr.tif")
+    assert_one_line_error(excinfo, f"hdr.tif: floating-point samples run {shown}", "only 0 to 1")
+
+
+@pytest.mark.parametrize(
+    ("samples", "fragment"),
+    [
+        (np.uint32, "32-bit unsigned integer samples are not supported"),
+        (np.int32, "32-bit signed integer samples are not supported"),
+        (np.int16, "16-bit signed integer samples are not supported"),
+        (np.float16, "16-bit floating-point samples are not supported"),
+    ],
+)
+def test_tiff_sample_types_without_a_faithful_reading_are_refused(
+    blake: Image.Image, samples: type, fragment: str
+) -> None:
+    gray = np.asarray(blake.convert("L")).astype(samples)
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(tiff_bytes(gray), name="odd.tif")
+    assert_one_line_error(excinfo, f"odd.tif: {fragment}")
+
+
+@pytest.mark.parametrize("samples", [np.uint16, np.float32])
+def test_deep_tiff_in_separate_planes_is_refused(blake: Image.Image, samples: type) -> None:
+    """Pillow and OpenCV both shuffle such samples: refuse rather than return the wrong picture."""
+    planes = np.moveaxis(np.asarray(blake), 2, 0).astype(samples) / (255 if samples == np.float32 else 1)
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(tiff_bytes(planes, photometric="rgb", planarconfig="separate"), name="planes.tif")
+    assert_one_line_error(excinfo, "planes.tif: ", "separate planes")
+
+
+def test_8_bit_tiff_in_separate_planes_is_read(blake: Image.Image) -> None:
+    planes = np.moveaxis(np.asarray(blake), 2, 0)
+    picture = decode_image(tiff_bytes(planes, photometric="rgb", planarconfig="separate"))
+    assert np.array_equal(picture.pixels, np.asarray(blake))
+
+
+def test_cielab_tiff_is_converted_to_rgb(blake: Image.Image) -> None:
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    lab = to_lab.apply(blake)
+    data = pillow_bytes(lab, "TIFF")
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == "LAB"
+    picture = decode_image(data)
+    assert picture.alpha is None and not picture.is_gray
+    assert psnr(picture.pixels, np.asarray(blake)) > 35
+
+
+def test_16_bit_cmyk_tiff_is_converted_to_rgb(blake: Image.Image) -> None:
+    cmyk = blake.convert("CMYK")
+    picture = decode_image(tiff_bytes(np.asarray(cmyk).astype(np.uint16) * 257, photometric="separated"))
+    assert picture.alpha is None and picture.pixels.dtype == np.uint8
+    assert np.array_equal(picture.pixels, np.asarray(cmyk.convert("RGB")))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "unit"),
+    [
+        ("WEBP", "frame"),
+        ("PNG", "frame"),
+        ("TIFF", "page"),
+        pytest.param(
+            "HEIF",
+            "frame",
+            marks=pytest.mark.skipif(not HEIF_WRITABLE, reason="pillow_heif cannot write HEIF"),
+        ),
+    ],
+)
+def test_animations_and_multi_page_files_are_refused(blake: Image.Image, fmt: str, unit: str) -> None:
+    frames = [blake.rotate(angle) for angle in (0, 10, 20)]
+    data = pillow_bytes(frames[0], fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(data, name="clip")
+    expected = f"clip: has 3 {unit}s; facerestore restores still images: extract a {unit} first"
+    assert str(excinfo.value) == expected
+
+
+def test_multi_page_float_tiff_is_refused(blake_unit: np.ndarray) -> None:
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(tiff_bytes(np.stack([blake_unit, blake_unit])), name="pages.tif")
+    assert_one_line_error(excinfo, "pages.tif: has 2 pages; facerestore restores still images")
+
+
+def test_mpo_is_a_jpeg_whose_first_picture_is_the_photo(blake: Image.Image) -> None:
+    """Cameras store previews (or a stereo partner) after the photo: such a JPEG is no animation."""
+    data = pillow_bytes(blake, "MPO", save_all=True, append_images=[blake.resize((160, 106))])
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == "MPO" and getattr(img, "n_frames", 1) == 2
+    picture = decode_image(data)
+    assert picture.source_format == "JPEG" and (picture.width, picture.height) == (700, 464)
 
 
 # --------------------------------------------------------------------------------------------- saving

@@ -352,7 +352,7 @@ def test_content_is_sniffed_not_the_name_or_type(api: httpx.Client, photos: Phot
 
 
 BAD_FILES = {
-    "text": (b"hello, I am not a picture\n" * 20, 422, "not an image"),
+    "text": (b"hello, I am not a picture\n" * 20, 422, "not a supported image"),
     "truncated": (None, 422, "truncated"),
     "pixel bomb": (png_claiming(60_000, 60_000), 422, "megapixels"),
     "empty": (b"", 422, "empty"),

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import cv2
 import numpy as np
-from PIL import Image, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
 from facerestore.errors import ImageError, ImageTooLargeError, OptionError, option
 from facerestore.files import write_atomically
@@ -52,6 +52,11 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".heif": "HEIF",
 }
 
+# Decoding promises what folder expansion looks for (README's Inputs line), even where Pillow reads more.
+_DECODABLE = tuple(
+    fmt for fmt in dict.fromkeys(SUPPORTED_EXTENSIONS.values()) if fmt != "HEIF" or _HEIF_AVAILABLE
+)
+_DISPLAY_NAMES = {"WEBP": "WebP", "HEIF": "HEIC"}
 _ENCODABLE = ("JPEG", "PNG", "WEBP", "TIFF", "BMP") + (("HEIF",) if _HEIF_AVAILABLE else ())
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "HEIF"}
@@ -59,10 +64,15 @@ _GRAY_FORMATS = {"JPEG", "PNG", "TIFF", "BMP", "HEIF"}  # WebP has no gray mode
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 _METADATA_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF", "HEIF"}
 _ORIENTATION_TAG = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+_TIFF_SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
 _EXIF_PREFIX = b"Exif\x00\x00"
 
 # Pillow's bomb check is process-wide; this lock serialises the rare decodes that lift it.
 _PILLOW_LIMIT_LOCK = threading.Lock()
+# So is OpenCV's log level, which our OpenCV decodes lower for their duration.
+_OPENCV_LOG_LOCK = threading.Lock()
 
 
 # eq=False: field-wise == and hash() would compare numpy arrays, which is ambiguous or unhashable.
@@ -136,7 +146,7 @@ def declared_size(
     decoding any pixels: the errors of ``decode_image`` for an unreadable header or too many pixels."""
 
     def read_header() -> tuple[int, int]:
-        with Image.open(io.BytesIO(data)) as img:
+        with _open_promised(data, name) as img:
             _check_pixel_count(img.size, max_pixels, name)
             return img.size
 
@@ -150,8 +160,10 @@ def _with_pillow(data: bytes, name: str, read: Callable[[], T]) -> T:
     with _decoding_errors(name):
         try:
             with warnings.catch_warnings():
-                # The caller's max_pixels is the limit that counts; it is checked before decoding.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                # Pillow warns about damage it works around (corrupt EXIF, odd tags) and about sizes our
+                # max_pixels decides on: each file ends in a picture or one ImageError, so a warning would
+                # only be a stray line on stderr.
+                warnings.simplefilter("ignore")
                 return read()
         except Image.DecompressionBombError:
             # Pillow's own cap refused the header; lift it so our check decides and reports the size.
@@ -164,31 +176,83 @@ def _with_pillow(data: bytes, name: str, read: Callable[[], T]) -> T:
 
 
 def _decode(data: bytes, max_pixels: int, name: str) -> Picture:
-    with Image.open(io.BytesIO(data)) as img:
+    first_page = next(_tiff_pages(data), None) if data.startswith(_TIFF_SIGNATURES) else None
+    if first_page is not None:
+        _check_tiff_samples(first_page, name)
+        if _tag_values(first_page, 339)[0] == 3:  # floats, which Pillow reads in gray only
+            return _decode_float_tiff(data, first_page, max_pixels, name)
+    with _open_promised(data, name) as img:
         _check_pixel_count(img.size, max_pixels, name)
-        if _is_16bit(img, data):
-            color, alpha = _cv2_planes(data, _header_says_gray(img, data), name)
+        _check_still(img, name)
+        if _is_16bit_gray_or_rgb(img, data):
+            if first_page is None:
+                for_opencv = _png_for_opencv(data, name)
+            else:
+                for_opencv = _tiff_orientation_reset(data, first_page)
+            color, alpha = _opencv_planes(for_opencv, _header_says_gray(img, data), name)
         else:
             img.load()
             color, alpha = _pillow_planes(img)
         exif, orientation = _exif_and_orientation(img)
-        color = _orient(color, orientation)
-        return Picture(
-            pixels=_as_rgb(color),
-            alpha=None if alpha is None else _orient(alpha, orientation),
-            is_gray=color.ndim == 2,
-            source_format=img.format or "UNKNOWN",
-            icc_profile=_usable_icc(img.info.get("icc_profile")),
-            exif=exif,
-        )
+        # An MPO is a JPEG with more pictures after the photo (previews, a stereo partner).
+        source_format = "JPEG" if img.format == "MPO" else img.format or "UNKNOWN"
+        return _upright_picture(color, alpha, orientation, source_format, img.info.get("icc_profile"), exif)
+
+
+def _decode_float_tiff(
+    data: bytes, page: TiffImagePlugin.ImageFileDirectory_v2, max_pixels: int, name: str
+) -> Picture:
+    """A float TIFF, decoded by OpenCV once its header has passed our checks."""
+    _check_pixel_count((page.get(256, 0), page.get(257, 0)), max_pixels, name)
+    pages = sum(1 for _ in _tiff_pages(data))
+    if pages > 1:
+        raise ImageError(_not_still(name, pages, "page"))
+    color, alpha = _opencv_planes(_tiff_orientation_reset(data, page), page.get(262) in (0, 1), name)
+    orientation = _valid_orientation(page.get(274, 1))
+    return _upright_picture(color, alpha, orientation, "TIFF", page.get(34675), None)
+
+
+def _upright_picture(
+    color: np.ndarray,
+    alpha: np.ndarray | None,
+    orientation: int,
+    source_format: str,
+    icc_profile: object,
+    exif: bytes | None,
+) -> Picture:
+    return Picture(
+        pixels=_as_rgb(_orient(color, orientation)),
+        alpha=None if alpha is None else _orient(alpha, orientation),
+        is_gray=color.ndim == 2,
+        source_format=source_format,
+        icc_profile=_usable_icc(icc_profile),
+        exif=exif,
+    )
+
+
+def _open_promised(data: bytes, name: str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=_DECODABLE)
+    except UnidentifiedImageError:
+        pass
+    # Pillow's signature checks, without its parsing: a damaged TIFF is not "some other format".
+    looks_like = [fmt for fmt in _DECODABLE if _has_signature(fmt, data)]
+    if looks_like:
+        what = _DISPLAY_NAMES.get(looks_like[0], looks_like[0])
+        raise ImageError(f"{name}: cannot read this {what}: truncated, corrupt or an unsupported variant")
+    supported = ", ".join(_DISPLAY_NAMES.get(fmt, fmt) for fmt in _DECODABLE)
+    raise ImageError(f"{name}: not a supported image (supported: {supported})")
+
+
+def _has_signature(fmt: str, data: bytes) -> bool:
+    accept = Image.OPEN[fmt][1]
+    return accept is not None and bool(accept(data[:16]))
 
 
 @contextlib.contextmanager
 def _decoding_errors(name: str) -> Iterator[None]:
     try:
         yield
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image or unsupported format") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: too many pixels to decode safely ({_one_line(exc)})") from None
     except (OSError, SyntaxError, EOFError, ValueError, struct.error, zlib.error, cv2.error) as exc:
@@ -204,13 +268,73 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> Non
         )
 
 
-def _is_16bit(img: Image.Image, data: bytes) -> bool:
-    """16-bit PNG and TIFF, which Pillow would truncate to 8 bits (colour) or handles oddly (gray+alpha)."""
+def _tiff_pages(data: bytes) -> Iterator[TiffImagePlugin.ImageFileDirectory_v2]:
+    """A TIFF's image directories, one a page, read as Pillow reads them (without decoding any pixels)."""
+    header = data[:16] if data[2:3] == b"+" else data[:8]  # BigTIFF's header is longer
+    stream = io.BytesIO(data)
+    offset, seen = TiffImagePlugin.ImageFileDirectory_v2(header).next, set()
+    while offset and offset not in seen:  # a damaged chain may loop
+        seen.add(offset)
+        page = TiffImagePlugin.ImageFileDirectory_v2(header)
+        stream.seek(offset)
+        page.load(stream)
+        yield page
+        offset = page.next
+
+
+def _check_tiff_samples(page: TiffImagePlugin.ImageFileDirectory_v2, name: str) -> None:
+    """Refuses the samples that neither Pillow nor OpenCV turns into the right pixels: signed or 32-bit
+    integers, 16-bit floats, and samples deeper than 8 bits stored in separate planes."""
+    kind, bits = _tag_values(page, 339)[0], max(_tag_values(page, 258))
+    if not ((kind == 1 and bits <= 16) or (kind == 3 and bits in (32, 64))):
+        raise ImageError(
+            f"{name}: {bits}-bit {_TIFF_SAMPLE_KINDS.get(kind, 'undefined')} samples are not supported "
+            f"(TIFF samples must be unsigned integers of up to 16 bits, or 32- or 64-bit floats from 0 to 1)"
+        )
+    if bits > 8 and page.get(277, 1) > 1 and page.get(284, 1) == 2:
+        raise ImageError(f"{name}: {bits}-bit colour channels in separate planes are not supported")
+
+
+def _tiff_orientation_reset(data: bytes, page: TiffImagePlugin.ImageFileDirectory_v2) -> bytes:
+    """The TIFF with its first page's Orientation tag set to 1 (as stored). OpenCV's TIFF reader turns the
+    pixels by that tag, in some versions even when told not to: we turn them, once, as for every format."""
+    if page.get(274, 1) == 1:
+        return data
+    endian = "<" if page.prefix == b"II" else ">"
+    big = data[2:3] == b"+"  # BigTIFF: 8-byte entry count, 20-byte entries
+    (count,) = struct.unpack_from(endian + ("Q" if big else "H"), data, page.offset)
+    first, size = page.offset + (8 if big else 2), (20 if big else 12)
+    for entry in range(first, first + count * size, size):
+        if struct.unpack_from(endian + "H", data, entry)[0] == 274:
+            patched = bytearray(data)
+            struct.pack_into(endian + "H", patched, entry + (12 if big else 8), 1)  # the value, in place
+            return bytes(patched)
+    return data
+
+
+def _tag_values(page: TiffImagePlugin.ImageFileDirectory_v2, tag: int) -> tuple[int, ...]:
+    """A per-sample tag's values (bits per sample, sample format), which default to 1."""
+    values = page.get(tag, 1)
+    return values if isinstance(values, tuple) else (values,)
+
+
+def _check_still(img: Image.Image, name: str) -> None:
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1 and img.format != "MPO":  # an MPO's first picture is the photo
+        raise ImageError(_not_still(name, frames, "page" if img.format == "TIFF" else "frame"))
+
+
+def _not_still(name: str, count: int, unit: str) -> str:
+    return f"{name}: has {count} {unit}s; facerestore restores still images: extract a {unit} first"
+
+
+def _is_16bit_gray_or_rgb(img: Image.Image, data: bytes) -> bool:
+    """16-bit gray or RGB(A) PNG and TIFF, which Pillow would cut to 8 bits (colour) or mishandle (gray +
+    alpha). Other 16-bit colour spaces (CMYK) are left to Pillow, which reads them at 8 bits."""
     if img.format == "PNG":
         return data[12:16] == b"IHDR" and data[24] == 16
     if isinstance(img, TiffImagePlugin.TiffImageFile):
-        bits = img.tag_v2.get(258, 1)
-        return 16 in (bits if isinstance(bits, tuple) else (bits,))
+        return 16 in _tag_values(img.tag_v2, 258) and img.tag_v2.get(262) in (0, 1, 2)
     return False
 
 
@@ -222,11 +346,19 @@ def _header_says_gray(img: Image.Image, data: bytes) -> bool:
     return False
 
 
-def _cv2_planes(data: bytes, gray: bool, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Colour (H x W gray or H x W x 3 RGB) and alpha planes, decoded by OpenCV at full bit depth."""
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+def _opencv_planes(data: bytes, gray: bool, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour (H x W gray or H x W x 3 RGB) and alpha planes, decoded by OpenCV at full bit depth.
+
+    OpenCV picks its decoder by the content: it is handed only PNG and TIFF, which we read ourselves first.
+    """
+    if not data.startswith((_PNG_SIGNATURE, *_TIFF_SIGNATURES)):
+        raise ImageError(f"{name}: only PNG and TIFF are decoded with OpenCV")
+    with _opencv_quiet():
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
-        raise ImageError(f"{name}: truncated or corrupt 16-bit image")
+        raise ImageError(f"{name}: truncated or corrupt image")
+    if array.dtype.kind == "f":
+        array = _unit_floats_to_16bit(array, name)
     if array.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{name}: unsupported sample type {array.dtype}")
     if array.ndim == 2:
@@ -236,9 +368,54 @@ def _cv2_planes(data: bytes, gray: bool, name: str) -> tuple[np.ndarray, np.ndar
     return color, alpha
 
 
+def _png_for_opencv(data: bytes, name: str) -> bytes:
+    """The PNG's pixel chunks, each checked. libpng, inside OpenCV, prints its complaints about truncation,
+    bad checksums and odd metadata straight to stderr: it gets nothing to complain about."""
+    kept, offset = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        chunk = data[offset : offset + 12 + length]
+        kind, body, crc = chunk[4:8], chunk[8:-4], chunk[-4:]
+        if len(chunk) < 12 + length or zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            what = kind.decode() if kind.isalpha() else "unnamed"
+            raise ImageError(f"{name}: truncated or corrupt image (a damaged {what} chunk)")
+        if kind in (b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"):  # the pixels; Pillow reads the metadata
+            kept.append(chunk)
+        if kind == b"IEND":
+            return b"".join(kept)
+        offset += len(chunk)
+    raise ImageError(f"{name}: truncated or corrupt image (the PNG ends before its IEND chunk)")
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV logs libtiff's warnings and its own decode failures to stderr; the ImageError says it once."""
+    with _OPENCV_LOG_LOCK:
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            yield
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+
+
+def _unit_floats_to_16bit(array: np.ndarray, name: str) -> np.ndarray:
+    """Floats from 0 to 1, as most float TIFFs hold them, as 16-bit integers. Other ranges (HDR, signed
+    data) have no single right mapping to pixels, so they are refused."""
+    low, high = float(array.min()), float(array.max())
+    if not 0 <= low <= high <= 1:
+        raise ImageError(
+            f"{name}: floating-point samples run from {low:g} to {high:g}; only 0 to 1 can be read as pixels"
+        )
+    return np.rint(array * 65535).astype(np.uint16)
+
+
 def _pillow_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Colour (H x W gray or H x W x 3 RGB) and alpha planes from a loaded 8-bit Pillow image."""
-    has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info
+    if img.mode == "LAB":  # CIELab TIFF: its channels are no R, G, B (and its "A" is no alpha)
+        srgb = ImageCms.createProfile("sRGB")
+        img = ImageCms.buildTransform(ImageCms.createProfile("LAB"), srgb, "LAB", "RGB").apply(img)
+    has_alpha = img.has_transparency_data
     if img.mode in ("1", "L", "LA", "La"):
         if not has_alpha:
             return np.asarray(img.convert("L")), None
@@ -261,9 +438,7 @@ def _exif_and_orientation(img: Image.Image) -> tuple[bytes | None, int]:
         exif = img.getexif()
     except (OSError, SyntaxError, ValueError, struct.error):
         return None, 1
-    orientation = exif.get(_ORIENTATION_TAG, 1)
-    if orientation not in range(1, 9):
-        orientation = 1
+    orientation = _valid_orientation(exif.get(_ORIENTATION_TAG, 1))
     # A TIFF's "EXIF" is its own layout tags (strips, sizes): they do not describe another file.
     if not exif or isinstance(img, TiffImagePlugin.TiffImageFile):
         return None, orientation
@@ -273,6 +448,10 @@ def _exif_and_orientation(img: Image.Image) -> tuple[bytes | None, int]:
     if _ORIENTATION_TAG in exif:
         exif[_ORIENTATION_TAG] = 1
     return exif.tobytes(), orientation
+
+
+def _valid_orientation(value: object) -> int:
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _orient(plane: np.ndarray, orientation: int) -> np.ndarray:

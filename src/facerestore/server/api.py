@@ -37,7 +37,10 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "a wrong option or a malformed form: the message says what to fix", **_ERROR},
     413: {"description": "the upload is larger than the server's limit", **_ERROR},
     415: {"description": "the body is not multipart/form-data", **_ERROR},
-    422: {"description": "not a readable image: not an image, truncated, or too many pixels", **_ERROR},
+    422: {
+        "description": "not a readable image: unsupported format, animated, truncated, or too many pixels",
+        **_ERROR,
+    },
     429: {
         "description": "every job slot and queue place is taken; retry after Retry-After seconds",
         **_ERROR,

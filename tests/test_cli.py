@@ -249,7 +249,7 @@ def test_each_failure_is_one_line_on_stderr(
         str(folder / name) for name in failing
     ]
     assert len(lines) == 1 + len(failing) + 1, lines  # the licence note, the failures, the summary
-    assert lines[0].startswith("note:") and lines[-1].startswith("3 of 7 images restored")
+    assert lines[0].startswith("note:") and lines[-1].startswith("3 of 7 inputs restored")
     assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []
 
 

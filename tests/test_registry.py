@@ -123,7 +123,7 @@ def test_every_entry_is_complete() -> None:
     assert len(names) == len(set(names))
     for entry in registry.MODELS:
         assert entry.licence and entry.filename
-        assert entry.python_package or entry.url, f"{entry.name} has no source"
+        assert entry.python_package or entry.url or entry.checkpoint, f"{entry.name} has no source"
         assert (entry.size_bytes is None) != (entry.approx_size_mb is None), (
             f"{entry.name}: one size, exact or not"
         )

@@ -8,11 +8,12 @@ import json
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from facerestore import batch, registry
+from facerestore import batch, checkpoints, registry
 from facerestore.arguments import add_options, flag_for, options_from
 from facerestore.errors import FaceRestoreError
 from facerestore.image_io import load_image
@@ -44,18 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", action="store_true", help="print JSON records")
     add_options(detect, RestoreOptions, only=DETECT_OPTIONS)
     add_options(detect, BatchOptions, only=("max_pixels",))
-    models = commands.add_parser("models", help="list or download models")
+    models = commands.add_parser("models", help="list, download or import models")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     listing = model_commands.add_parser("list", help="what is installed, what can be downloaded")
     listing.add_argument("--json", action="store_true")
     download = model_commands.add_parser("download", help="download a model with checksum verification")
     download.add_argument("name")
+    download.add_argument(
+        "--official", action="store_true", help="download the official PyTorch checkpoint and import it"
+    )
+    importing = model_commands.add_parser(
+        "import", help="convert official PyTorch checkpoints (GFPGAN, CodeFormer, RestoreFormer) to models"
+    )
+    importing.add_argument("path", type=Path, help="a .pth/.pt/.ckpt/.safetensors file, or a folder of them")
+    importing.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="the model a file holds, where its name does not say"
+    )
     add_options(commands.add_parser("serve", help="web page and HTTP API"), ServerConfig)
     return parser
 
 
 def _flag(name: str) -> str:
-    return flag_for(name, OPTION_MODELS)
+    return "--as" if name == "as_name" else flag_for(name, OPTION_MODELS)
 
 
 def _error_line(source: str, message: str) -> str:
@@ -167,10 +178,26 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    failures = 0
+    for outcome in checkpoints.import_paths(args.path, as_name=args.as_name):
+        if outcome.imported:
+            _note_licence(outcome.imported.entry)
+        failures += outcome.failed
+        line = outcome.describe(_flag)
+        print(f"error: {line}" if outcome.failed else line, file=sys.stderr if outcome.failed else sys.stdout)
+    return 1 if failures else 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
+    if args.models_command == "import":
+        return _cmd_import(args)
     if args.models_command == "download":
         entry = registry.get_entry(args.name)
         _note_licence(entry)
+        if args.official:
+            print(f"{entry.name}: {checkpoints.import_official(entry, progress=not args.quiet).describe()}")
+            return 0
         path = registry.download(entry, progress=not args.quiet)
         print(f"{entry.name}: saved to {path}")
         return 0

@@ -52,3 +52,8 @@ class ModelMissingError(ModelError):
 
 class OptionError(FaceRestoreError):
     """An option value is out of range or unknown."""
+
+
+class SkippedCheckpointError(ModelError):
+    """A checkpoint a folder import passes over: a network facerestore does not import, or a model that run
+    already imported from another file. Named on its own, the file fails."""

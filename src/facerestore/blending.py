@@ -13,7 +13,7 @@ from facerestore.pixels import from_float, resize, to_float
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-@lru_cache(maxsize=16)  # bounded: crop sizes vary continuously over a server's life
+@lru_cache(maxsize=4)  # few: crop sizes vary continuously over a server's life, and a 2048 mask is 16 MB
 def feather_mask(size: int) -> np.ndarray:
     """A soft squircle covering the crop: 1 in the middle, easing to 0 well before the crop's edge, so the
     crop's corners (most often background) never show as a box."""

@@ -110,17 +110,19 @@ def warping_error(frames: list[np.ndarray], motion: list[tuple[np.ndarray, np.nd
 
 
 def landmark_jitter(frames: list[np.ndarray], detector: RetinaFace) -> float:
-    """Second difference of the largest face's landmarks over frames, in inter-eye distances."""
-    series = []
+    """Mean second difference of the largest face's landmarks over frames (pixels), divided by the clip's
+    median inter-eye distance."""
+    series, eyes = [], []
     for frame in frames:
         faces = detect_faces(detector, frame)
         if not faces:
             return float("nan")
-        largest = max(faces, key=lambda face: face.width)
-        points = largest.landmark_array()
-        series.append(points / np.linalg.norm(points[1] - points[0]))
+        points = max(faces, key=lambda face: face.width).landmark_array()
+        series.append(points)
+        eyes.append(float(np.linalg.norm(points[1] - points[0])))
     stacked = np.stack(series)
-    return float(np.linalg.norm(stacked[2:] - 2 * stacked[1:-1] + stacked[:-2], axis=2).mean())
+    acceleration = np.linalg.norm(stacked[2:] - 2 * stacked[1:-1] + stacked[:-2], axis=2)
+    return float(acceleration.mean() / np.median(eyes))
 
 
 def strip(clip: list[np.ndarray], restored: list[np.ndarray], path: Path, count: int = 4) -> None:

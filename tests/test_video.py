@@ -149,3 +149,28 @@ def test_frames_over_the_pixel_limit_are_refused(
     )
     assert code == 1 and "megapixels" in err and "--max-pixels" in err
     assert not (tmp_path / "steady.mp4").exists()
+
+
+def test_a_phone_clip_keeps_its_rotation_and_its_faces_are_found(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
+) -> None:
+    sideways = [np.ascontiguousarray(np.rot90(frame)) for frame in pan_frames(shared_dir, 3)]
+    source = tmp_path / "phone.mp4"
+    with av.open(str(source), "w") as output:  # stored sideways, shown upright: as phones record portrait
+        video = output.add_stream("libx264", rate=8)
+        video.width, video.height, video.pix_fmt = SIDE[1], SIDE[0], "yuv420p"
+        video.set_display_rotation(-90)
+        for index, pixels in enumerate(sideways):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+    report = tmp_path / "report.json"
+    code, err = run(
+        capsys, "restore", str(source), "-o", str(tmp_path / "out"), "--report", str(report), *FAST
+    )
+    assert code == 0, err
+    with av.open(str(tmp_path / "out" / "phone.mp4")) as container:
+        first = next(container.decode(video=0))
+        assert first.rotation == -90 and (first.width, first.height) == (2 * SIDE[1], 2 * SIDE[0])
+    assert json.loads(report.read_text())[0]["video"]["faces"] >= 3  # found upright, so restored

@@ -121,6 +121,9 @@ def _transcode(
     with output:
         width, height = _output_size(video_in, restorer.options.scale)
         video_out = _video_stream(output, video_in, width, height, options)
+        turns = _quarter_turns(container.name)
+        if turns:
+            video_out.set_display_rotation(90 * turns)  # shown as the source is: rotation metadata kept
         copies = {
             stream.index: output.add_stream_from_template(stream)
             for stream in container.streams
@@ -129,19 +132,31 @@ def _transcode(
         report.copied_streams = [stream.type for stream in container.streams if stream.index in copies]
         report.size_out = [width, height]
         started = time.perf_counter()
-        faces = _FaceFollower(restorer, options.stabilize, report)
+        clip = _Clip(
+            restorer, _FaceFollower(restorer, options.stabilize, report), report, (width, height), turns
+        )
         for packet in container.demux():
             if packet.stream.index in copies:
                 _copy(packet, copies[packet.stream.index], output)
             elif packet.stream is video_in:
                 for frame in _decoded(packet, report):
-                    _encode(_restored(frame, restorer, faces, report, width, height), video_out, output)
+                    _encode(_restored(frame, clip), video_out, output)
                     report.frames_out += 1
                     progress(report.frames_out, video_in.frames or None)
         for packet in video_out.encode(None):
             output.mux(packet)
         report.timings["total"] = round(time.perf_counter() - started, 3)
     return report
+
+
+def _quarter_turns(source: str) -> int:
+    """The source's display rotation (a phone's portrait clip) in counter-clockwise quarter turns, read from
+    its first frame; 0 when it has none or is not a multiple of 90 degrees."""
+    with contextlib.suppress(av.error.FFmpegError, StopIteration), av.open(source) as probe:
+        degrees = next(probe.decode(video=0)).rotation
+        if degrees % 90 == 0:
+            return int(degrees // 90) % 4
+    return 0
 
 
 def _check_frame_size(stream: Any, source: Path, max_pixels: int) -> None:
@@ -242,21 +257,34 @@ class _FaceFollower:
         return [item.face for item in tracked]
 
 
-def _restored(
-    frame: Any, restorer: Restorer, follower: _FaceFollower, report: VideoReport, width: int, height: int
-) -> Any:
-    picture = Picture(pixels=np.ascontiguousarray(frame.to_ndarray(format="rgb24")))
+@dataclass
+class _Clip:
+    """What every frame of one clip shares on its way through."""
+
+    restorer: Restorer
+    follower: _FaceFollower
+    report: VideoReport
+    size: tuple[int, int]  # output width, height, as stored
+    quarter_turns: int  # counter-clockwise quarter turns that show the stored frames upright
+
+
+def _restored(frame: Any, clip: _Clip) -> Any:
+    """The frame restored upright (faces are only found upright), then turned back to how it is stored."""
+    stored = frame.to_ndarray(format="rgb24")
+    picture = Picture(pixels=np.ascontiguousarray(np.rot90(stored, clip.quarter_turns)))
+    report = clip.report
     seconds = float(frame.pts * frame.time_base) if frame.pts is not None else report.frames_in / 30.0
-    result = restorer.restore(picture, faces=follower.faces(picture, seconds))
+    result = clip.restorer.restore(picture, faces=clip.follower.faces(picture, seconds))
     report.faces += len(result.faces)
-    for stage, seconds in result.timings.items():
-        report.timings[stage] = round(report.timings.get(stage, 0.0) + seconds, 3)
+    for stage, spent in result.timings.items():
+        report.timings[stage] = round(report.timings.get(stage, 0.0) + spent, 3)
     restored = result.picture.pixels
     if restored.ndim == 2:
         restored = np.repeat(restored[..., None], 3, axis=2)
-    out = av.VideoFrame.from_ndarray(np.ascontiguousarray(restored[..., :3]), format="rgb24")
-    if out.width != width or out.height != height:
-        out = out.reformat(width=width, height=height)
+    restored = np.rot90(restored[..., :3], -clip.quarter_turns)
+    out = av.VideoFrame.from_ndarray(np.ascontiguousarray(restored), format="rgb24")
+    if (out.width, out.height) != clip.size:
+        out = out.reformat(width=clip.size[0], height=clip.size[1])
     out.pts, out.time_base = frame.pts, frame.time_base
     return out
 

@@ -143,12 +143,13 @@ def main() -> int:
         "--quick", action="store_true", help="a 6-frame pan, compact face network (a smoke run)"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-output"))
+    parser.add_argument("--face-model", default="auto", help="the face restorer to compare runs with")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     clips = {"pan": degraded_pan(args.out / "pan.mp4", 6 if args.quick else 96)}
     if not args.quick:
         clips = {"carphone": carphone(), **clips}
-    face_model = "realesr-compact-x4" if args.quick else "auto"  # quick: a smoke run, not the figures
+    face_model = "realesr-compact-x4" if args.quick else args.face_model
     restorer = Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler="none"))
     detector = RetinaFace()
     print(

@@ -135,18 +135,36 @@ def _transcode(
         clip = _Clip(
             restorer, _FaceFollower(restorer, options.stabilize, report), report, (width, height), turns
         )
-        for packet in container.demux():
-            if packet.stream.index in copies:
-                _copy(packet, copies[packet.stream.index], output)
-            elif packet.stream is video_in:
-                for frame in _decoded(packet, report):
-                    _encode(_restored(frame, clip), video_out, output)
-                    report.frames_out += 1
-                    progress(report.frames_out, video_in.frames or None)
-        for packet in video_out.encode(None):
-            output.mux(packet)
+        try:
+            _stream_through(container, _Outputs(output, video_out, copies), clip, progress)
+        except av.error.FFmpegError as error:  # a file cut short mid-stream, a full disk
+            raise VideoError(
+                f"{container.name}: stopped at frame {report.frames_in} ({_reason(error)})"
+            ) from None
         report.timings["total"] = round(time.perf_counter() - started, 3)
     return report
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    container: Any
+    video: Any
+    copies: dict[int, Any]  # input stream index -> its copy in the output
+
+
+def _stream_through(container: Any, outputs: _Outputs, clip: _Clip, progress: FrameProgress) -> None:
+    """Every packet once: the picture's decoded, restored and encoded; the others copied as they are."""
+    video_in = container.streams.video[0]
+    for packet in container.demux():
+        if packet.stream.index in outputs.copies:
+            _copy(packet, outputs.copies[packet.stream.index], outputs.container)
+        elif packet.stream is video_in:
+            for frame in _decoded(packet, clip.report):
+                _encode(_restored(frame, clip), outputs.video, outputs.container)
+                clip.report.frames_out += 1
+                progress(clip.report.frames_out, video_in.frames or None)
+    for packet in outputs.video.encode(None):
+        outputs.container.mux(packet)
 
 
 def _quarter_turns(source: str) -> int:

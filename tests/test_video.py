@@ -93,7 +93,12 @@ def test_a_clip_keeps_its_frames_timestamps_and_sound(
         assert (container.streams.video[0].width, container.streams.video[0].height) == (640, 480)
     [record] = json.loads(report.read_text())
     video = record["video"]
-    assert (video["frames_in"], video["frames_out"], video["corrupt_packets"]) == (6, 6, 0)
+    assert (video["frames_in"], video["frames_out"], video["corrupt_packets"], video["corrupt_frames"]) == (
+        6,
+        6,
+        0,
+        0,
+    )
     assert video["faces"] >= 6 and video["copied_streams"] == ["audio"] and record["size_out"] == [640, 480]
     tracks = video["tracks"].values()  # the same faces followed through the pan, one id each
     assert len(tracks) == video["faces"] // 6 and all(

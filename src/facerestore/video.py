@@ -45,7 +45,8 @@ class VideoReport:
 
     frames_in: int = 0
     frames_out: int = 0
-    corrupt_packets: int = 0
+    corrupt_packets: int = 0  # could not be decoded at all: skipped, the clip goes on
+    corrupt_frames: int = 0  # decoded with damage the decoder concealed: restored and kept
     fps: float | None = None
     duration_s: float | None = None
     size_in: list[int] | None = None
@@ -247,6 +248,7 @@ def _decoded(packet: Any, report: VideoReport) -> Iterator[Any]:
         return
     for frame in frames:
         report.frames_in += 1
+        report.corrupt_frames += frame.is_corrupt
         yield frame
 
 

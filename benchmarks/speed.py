@@ -110,7 +110,7 @@ def log(message: str) -> None:
 # --- machine -----------------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -201,7 +201,7 @@ def machine_meta(plan: Plan, options: RestoreOptions) -> dict[str, Any]:
         "commit": _git("log", "-1", "--format=%h") or "unknown",
         "engine_dirty": bool(_git("status", "--porcelain", "--", "src")),
         "mode": plan.mode,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "ram_gib": _ram_gib(),
         "os": platform.platform(terse=True),

@@ -204,19 +204,22 @@ def render(results: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def update_docs(path: Path, generated: str) -> None:
-    """Replaces the generated part of the Speed and memory section, leaving the rest of the file (the other
-    sections, and any notes written by hand around the markers) as it is."""
-    block = f"{BEGIN}\n{generated.rstrip()}\n{END}"
+def update_docs(
+    path: Path, generated: str, heading: str = SECTION_HEADING, markers: tuple[str, str] = (BEGIN, END)
+) -> None:
+    """Replaces the generated part of one section (by default Speed and memory), leaving the rest of the file
+    (the other sections, and any notes written by hand around the markers) as it is."""
+    begin, end = markers
+    block = f"{begin}\n{generated.rstrip()}\n{end}"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    elif SECTION_HEADING in text:
-        head, rest = text.split(SECTION_HEADING, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif heading in text:
+        head, rest = text.split(heading, 1)
         body, separator, tail = rest.partition("\n## ")
-        text = f"{head}{SECTION_HEADING}{body.rstrip()}\n\n{block}\n" + (f"\n## {tail}" if separator else "")
+        text = f"{head}{heading}{body.rstrip()}\n\n{block}\n" + (f"\n## {tail}" if separator else "")
     else:
-        text = f"{text.rstrip()}\n\n{SECTION_HEADING}\n\n{block}\n"
+        text = f"{text.rstrip()}\n\n{heading}\n\n{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

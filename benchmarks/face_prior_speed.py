@@ -37,6 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime
+from face_prior_networks import codeformer, gfpgan_14, random_weights, restoreformer
 from face_prior_report import DOCS_HEADING, DOCS_MARKERS, render
 from face_prior_variants import VARIANTS, Feeds, Variant, bf16_unsupported_reason
 from speed import contention, cpu_model, log
@@ -50,9 +51,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # spandrel's import-time torch.jit deprecations
     import spandrel
     import torch
-    from spandrel.architectures.GFPGAN import GFPGAN
-    from spandrel.architectures.RestoreFormer import RestoreFormer
-    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
     from facerestore import checkpoint_export
 
@@ -69,27 +67,11 @@ class Architecture:
     upstream: Callable[[Any, torch.Tensor], torch.Tensor]  # how the upstream inference script calls it
 
 
-def _gfpgan_14() -> torch.nn.Module:
-    # GFPGAN 1.3 / 1.4: upstream's "clean" architecture, 512 px, channel multiplier 2
-    return GFPGAN(
-        out_size=SIDE,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
-
-
 ARCHITECTURES = (
     # GFPGANer.enhance: fresh StyleGAN noise at every call (our export uses the stored noise maps instead)
-    Architecture("gfpgan-1.4", "GFPGAN", _gfpgan_14, lambda net, image: net(image, return_rgb=False)[0]),
-    Architecture("codeformer", "CodeFormer", CodeFormer, lambda net, image: net(image, weight=FIDELITY)[0]),
-    Architecture("restoreformer", "RestoreFormer", RestoreFormer, lambda net, image: net(image)[0]),
+    Architecture("gfpgan-1.4", "GFPGAN", gfpgan_14, lambda net, image: net(image, return_rgb=False)[0]),
+    Architecture("codeformer", "CodeFormer", codeformer, lambda net, image: net(image, weight=FIDELITY)[0]),
+    Architecture("restoreformer", "RestoreFormer", restoreformer, lambda net, image: net(image)[0]),
 )
 
 
@@ -143,14 +125,7 @@ def real_faces(shared: Path, plan: Plan) -> tuple[list[Path], list[Path]]:
 
 
 def random_network(architecture: Architecture) -> torch.nn.Module:
-    """spandrel's own class with random weights; upstream starts biases and noise strengths at 0, which would
-    make some paths trivial, so those get small random values too (timing is the same either way)."""
-    torch.manual_seed(0)
-    network = architecture.build().eval()
-    with torch.no_grad():
-        for tensor in network.state_dict().values():
-            if tensor.is_floating_point() and not tensor.any():
-                tensor.normal_(std=0.02)
+    network: torch.nn.Module = random_weights(architecture.build)
     return network
 
 

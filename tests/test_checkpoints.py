@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from face_prior_networks import codeformer, random_weights, restoreformer
+from face_prior_networks import gfpgan_14 as gfpgan
 
 import facerestore
 from assertions import assert_one_clear_line
@@ -40,50 +42,6 @@ FACE_CROP = "data/real/gfpgan-cropped/Adele_crop.png"  # read in place, never co
 # absolute difference; random weights reach 4-5, and PyTorch differs from itself by up to 1.2e-4 on CodeFormer
 # between thread counts or memory layouts, so the bound scales with the output.
 TOLERANCE = 1e-4
-
-
-def random_weights(build: Callable[[], Any]) -> Any:
-    """A network built by spandrel's own architecture class, every parameter random: upstream starts biases,
-    noise strengths and position embeddings at 0, which would leave those paths untested."""
-    import torch
-
-    torch.manual_seed(0)
-    network = build().eval()
-    with torch.no_grad():
-        for tensor in network.state_dict().values():
-            if tensor.is_floating_point() and not tensor.any():
-                tensor.normal_(std=0.02)
-    return network
-
-
-def gfpgan() -> Any:
-    from spandrel.architectures.GFPGAN import GFPGAN
-
-    # GFPGAN 1.3 / 1.4: upstream's "clean" architecture, 512 px, channel multiplier 2
-    return GFPGAN(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
-
-
-def codeformer() -> Any:
-    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
-
-    return CodeFormer()
-
-
-def restoreformer() -> Any:
-    from spandrel.architectures.RestoreFormer import RestoreFormer
-
-    return RestoreFormer()
 
 
 def tiny_restoreformer() -> Any:

@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +14,13 @@ import onnxruntime
 from onnx import TensorProto, helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
     QuantType,
     quantize_dynamic,
     quantize_static,
 )
 from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from facerestore.quantization import INT8_SETTINGS, quiet_quantizer
 
 Feeds = dict[str, np.ndarray]
 
@@ -33,15 +31,6 @@ class Variant:
     make: Callable[[Path, Path, list[Feeds]], None]  # (fp32 file, file to write, calibration feeds)
 
 
-@contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    logging.disable(logging.WARNING)  # the quantizer logs advice on the root logger for every run
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
 def make_fp16(source: Path, target: Path, _calibration: list[Feeds]) -> None:
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     onnx.save(model, str(target))
@@ -49,7 +38,7 @@ def make_fp16(source: Path, target: Path, _calibration: list[Feeds]) -> None:
 
 def make_int8_dynamic(source: Path, target: Path, _calibration: list[Feeds]) -> None:
     # ConvInteger, which dynamic quantization writes for convolutions, takes only uint8 weights on the CPU
-    with _quiet_quantizer():
+    with quiet_quantizer():
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QUInt8)
 
 
@@ -62,19 +51,10 @@ class _Feeds(CalibrationDataReader):
 
 
 def make_int8_static(source: Path, target: Path, calibration: list[Feeds]) -> None:
-    """The settings of the engine's int8 background network (QDQ, uint8 activations, per-channel int8
-    weights), with activation ranges (min and max of each tensor) from real faces."""
-    with _quiet_quantizer():
-        quantize_static(
-            str(source),
-            str(target),
-            _Feeds(calibration),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+    """The engine's int8 settings (those of its background network), with activation ranges (min and max of
+    each tensor, the quantizer's default) calibrated on real faces."""
+    with quiet_quantizer():
+        quantize_static(str(source), str(target), _Feeds(calibration), **INT8_SETTINGS)
 
 
 VARIANTS = (

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -58,22 +60,30 @@ def cached_int8_path(entry: registry.ModelEntry) -> Path:
     return registry.model_dir() / "derived" / f"{entry.name}.int8.{tag}.onnx"
 
 
+# QDQ with uint8 activations and per-channel int8 weights: what the int8 background network is made with.
+INT8_SETTINGS: dict[str, Any] = {
+    "quant_format": QuantFormat.QDQ,
+    "activation_type": QuantType.QUInt8,
+    "weight_type": QuantType.QInt8,
+    "per_channel": True,
+}
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice on the root logger at every run."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def _quantize(fp32_model: bytes, input_name: str, work: Path) -> bytes:
     source, quantized = work / "fp32.onnx", work / "int8.onnx"
     source.write_bytes(fp32_model)
-    logging.disable(logging.WARNING)  # onnxruntime's quantizer logs advice on the root logger
-    try:
-        quantize_static(
-            str(source),
-            str(quantized),
-            _Tiles(input_name),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
-    finally:
-        logging.disable(logging.NOTSET)
+    with quiet_quantizer():
+        quantize_static(str(source), str(quantized), _Tiles(input_name), **INT8_SETTINGS)
     return quantized.read_bytes()
 
 

@@ -9,8 +9,6 @@ timestamp, so a variable frame rate stays variable and the frame count is the in
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import numpy as np
 from facerestore import tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
+from facerestore.files import atomic_target
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
 from facerestore.options import VideoOptions
 from facerestore.pipeline import Restorer
@@ -75,17 +74,9 @@ def restore_video(
     """Restores ``source`` into ``target`` (written atomically); one VideoError line when it cannot."""
     options = options or VideoOptions()
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        with _open_input(source) as container:
-            _check_frame_size(container.streams.video[0], source, max_pixels)
-            report = _transcode(container, temp, restorer, options, progress or (lambda done, total: None))
-        os.replace(temp, target)
-        return report
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_target(target) as temp, _open_input(source) as container:
+        _check_frame_size(container.streams.video[0], source, max_pixels)
+        return _transcode(container, temp, restorer, options, progress or (lambda done, total: None))
 
 
 @contextlib.contextmanager

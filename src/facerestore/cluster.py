@@ -1,0 +1,160 @@
+"""Batches on a Dask cluster, for work that outgrows one machine.
+
+Dask distributed schedules the tasks and reruns a lost worker's tasks elsewhere. Each task restores one job
+with the same code as a local run (``batch.process``) and writes its output the same way, through a
+temporary file and a rename, so a task that ran twice still leaves exactly one output. Inputs and outputs
+must be on a file system every worker sees. Each worker process loads its networks once, when it joins
+(``NetworksOnWorker``), and keeps them for every later task.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
+
+from facerestore import batch, runtime
+from facerestore.errors import OptionError, option
+from facerestore.networks import Networks
+from facerestore.options import BatchOptions, RestoreOptions
+from facerestore.pipeline import Restorer
+
+EVENT_TOPIC = "facerestore"  # each task's start and end, logged on the scheduler (who ran what, and when)
+GPU = "GPU"  # the resource GPU workers declare: dask worker --resources GPU=1
+CONNECT_TIMEOUT = "10s"  # a scheduler that has not answered by then is not there
+
+_networks = Networks()  # this worker process's loaded networks, shared by every task and option set
+_restorers: dict[RestoreOptions, Restorer] = {}
+_restorers_lock = threading.Lock()
+
+
+@contextmanager
+def connect(address: str) -> Iterator[Client]:
+    """A client of the scheduler at ``address``, or of a cluster of N local worker processes ('local:N')
+    that lives as long as the block; each local worker gets its share of the cores."""
+    if not address.startswith("local:"):
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT)
+        except OSError as error:
+            raise OptionError(f"{option('cluster')} {address}: no scheduler answers ({error})") from None
+        with client:
+            yield client
+        return
+    workers = int(address.removeprefix("local:"))
+    threads = str(max(1, runtime.default_threads() // workers))
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={runtime.THREADS_ENV: threads},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def worker_restorer(options: RestoreOptions) -> Restorer:
+    """This process's restorer for ``options``: built once, its networks shared with every other one."""
+    with _restorers_lock:
+        if options not in _restorers:
+            _restorers[options] = Restorer(options, _networks)
+        return _restorers[options]
+
+
+class NetworksOnWorker(WorkerPlugin):
+    """Loads a batch's networks when a worker joins (or when the batch starts), so no task waits for them
+    and a missing model fails the batch at once instead of every task."""
+
+    name = "facerestore-networks"
+
+    def __init__(self, options: RestoreOptions) -> None:
+        self.options = options
+
+    def setup(self, worker: Any) -> None:
+        worker_restorer(self.options).load()
+
+
+def restore_on_worker(
+    job: batch.Job, restore_options: RestoreOptions, options: BatchOptions, spell: Callable[[str], str]
+) -> batch.ImageRecord:
+    worker = get_worker()
+    worker.log_event(EVENT_TOPIC, {"input": str(job.source), "state": "started", "pid": os.getpid()})
+    record = batch.process(worker_restorer(restore_options), job, options, spell=spell)
+    worker.log_event(EVENT_TOPIC, {"input": str(job.source), "state": "finished", "pid": os.getpid()})
+    return record
+
+
+def _task_options(options: BatchOptions) -> BatchOptions:
+    """What a task runs with: the client has already settled which outputs exist or may be replaced, so a
+    task that runs again after its worker was lost replaces its own earlier output."""
+    return options.model_copy(update={"overwrite": True, "resume": False, "report": None})
+
+
+def _resources(client: Client, restore_options: RestoreOptions) -> dict[str, float] | None:
+    """A named accelerator runs only on workers that declare a GPU; 'cpu' and 'auto' run anywhere."""
+    if restore_options.device in ("cpu", "auto"):
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if not any(worker.get("resources", {}).get(GPU) for worker in workers):
+        raise OptionError(
+            f"{option('device')} {restore_options.device}: no worker of the cluster declares a GPU "
+            f"(start GPU workers with: dask worker SCHEDULER --resources {GPU}=1)"
+        )
+    return {GPU: 1}
+
+
+def run_batch(
+    client: Client,
+    restore_options: RestoreOptions,
+    jobs: Sequence[batch.Job],
+    options: BatchOptions,
+    on_record: Callable[[batch.ImageRecord], None] | None = None,
+    *,
+    spell: Callable[[str], str] = str,
+) -> list[batch.ImageRecord]:
+    """Restores ``jobs`` on the cluster; records in the jobs' order, each reported as its task completes.
+    An interruption (Ctrl-C) cancels the tasks that have not finished."""
+    records: list[batch.ImageRecord | None] = [batch.settled_record(job, options, spell) for job in jobs]
+    for record in records:
+        if record is not None and on_record:
+            on_record(record)
+    resources = _resources(client, restore_options)
+    client.register_plugin(NetworksOnWorker(restore_options))
+    futures = {
+        client.submit(
+            restore_on_worker,
+            job,
+            restore_options,
+            _task_options(options),
+            spell,
+            pure=False,
+            resources=resources,
+        ): index
+        for index, job in enumerate(jobs)
+        if records[index] is None
+    }
+    try:
+        for future in as_completed(futures):
+            record = _outcome(future, jobs[futures[future]])
+            records[futures[future]] = record
+            if on_record:
+                on_record(record)
+    finally:
+        client.cancel(list(futures))
+        batch.remove_leftovers(jobs)
+    return [record for record in records if record is not None]
+
+
+def _outcome(future: Any, job: batch.Job) -> batch.ImageRecord:
+    """The task's record; a task the cluster gave up on (its workers kept dying) becomes an error record."""
+    try:
+        record: batch.ImageRecord = future.result()
+    except Exception as error:
+        return batch.ImageRecord(input=str(job.source), error=f"lost on the cluster: {error}")
+    return record

@@ -1,0 +1,181 @@
+"""Batches on a real Dask cluster: a scheduler and two worker processes on 127.0.0.1, one of them killed
+mid-batch; the outputs must equal a single-process run's, each exactly once, with nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from facerestore.cli import main
+
+distributed = pytest.importorskip("distributed", reason="the cluster tests need Dask distributed")
+
+from facerestore.cluster import EVENT_TOPIC  # noqa: E402 (needs distributed)
+
+# Real networks, cheap enough for a test: the compact Real-ESRGAN on the faces, Lanczos behind them.
+OPTIONS = ["--face-model", "realesr-compact-x4", "--bg-upsampler", "none", "--scale", "2"]
+DASK = Path(sys.executable).parent / "dask"
+PHOTOS = 8
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    workers: tuple[subprocess.Popen[bytes], ...]
+
+
+def _wait_for(check: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A real `dask scheduler` and two `dask worker` processes (one thread each, no nanny to revive one)."""
+    scheduler_file = tmp_path / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    scheduler = subprocess.Popen(
+        [str(DASK), "scheduler", *local, "--port", "0", "--scheduler-file", str(scheduler_file)], **quiet
+    )
+    env = {**os.environ, "FACERESTORE_THREADS": "1"}
+    worker_command = [str(DASK), "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1"]
+    workers = tuple(
+        subprocess.Popen([*worker_command, *local, "--no-nanny", "--name", f"w{i}"], env=env, **quiet)
+        for i in range(2)
+    )
+    try:
+        _wait_for(scheduler_file.exists, 30, "the scheduler")
+        address = json.loads(scheduler_file.read_text())["address"]
+        with distributed.Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield Cluster(address, workers)
+    finally:
+        for process in (*workers, scheduler):
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def photos(shared_dir: Path, tmp_path: Path) -> Path:
+    """Small real face photos (the CodeFormer test crops, reduced to 256 px)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for source in sorted((shared_dir / "data/real/codeformer-cropped").glob("*.png"))[:PHOTOS]:
+        Image.open(source).convert("RGB").resize((256, 256), Image.Resampling.LANCZOS).save(
+            folder / source.name
+        )
+    return folder
+
+
+def _events(client: Any) -> list[dict[str, Any]]:
+    return [message for _, message in client.get_events(EVENT_TOPIC)]
+
+
+def _busy_worker_that_finished_one(client: Any) -> dict[str, Any] | None:
+    """A task-start event of a worker that already finished a task and is now mid-way through another."""
+    events = _events(client)
+    finished = {(event["worker"], event["input"]) for event in events if event["state"] == "finished"}
+    for event in reversed(events):
+        done_before = any(worker == event["worker"] for worker, _ in finished)
+        if event["state"] == "started" and done_before and (event["worker"], event["input"]) not in finished:
+            return event
+    return None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_nothing(cluster: Cluster, photos: Path, tmp_path: Path) -> None:
+    assert main(["-q", "restore", str(photos), "-o", str(tmp_path / "local"), *OPTIONS]) == 0
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    command = [sys.executable, "-m", "facerestore.cli", "-q", "restore", str(photos), "-o", str(out)]
+    run = subprocess.Popen(
+        [*command, *OPTIONS, "--cluster", cluster.address, "--report", str(report)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with distributed.Client(cluster.address, timeout="30s") as client:
+        victim = _wait_for(lambda: _busy_worker_that_finished_one(client), 90, "a worker mid-task")
+        os.kill(victim["pid"], signal.SIGKILL)
+        _, errors = run.communicate(timeout=120)
+        events = _events(client)
+    assert run.returncode == 0, errors
+    finished = [event for event in events if event["state"] == "finished"]
+    assert {event["pid"] for event in finished} == {worker.pid for worker in cluster.workers}, "both worked"
+    rerun = [event for event in finished if event["input"] == victim["input"]]
+    assert [event["pid"] for event in rerun] != [victim["pid"]] and rerun, "the lost task ran elsewhere"
+    local = sorted(path.name for path in (tmp_path / "local").iterdir())
+    assert sorted(path.name for path in out.iterdir()) == local, "each output once, no temporary files"
+    for name in local:
+        assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    records = json.loads(report.read_text())
+    assert [Path(record["input"]).name for record in records] == local
+    assert all(record["error"] is None and len(record["faces"]) == 1 for record in records)
+    resumed = subprocess.run([*command, *OPTIONS, "--cluster", cluster.address, "--resume"], check=False)
+    assert resumed.returncode == 0 and len(_events_now(cluster.address)) == len(events), "nothing redone"
+
+
+def _events_now(address: str) -> list[dict[str, Any]]:
+    with distributed.Client(address, timeout="30s") as client:
+        return _events(client)
+
+
+@pytest.mark.slow
+def test_local_cluster_refuses_a_gpu_no_worker_has(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "-q",
+            "restore",
+            str(photos),
+            "-o",
+            str(tmp_path),
+            *OPTIONS,
+            "--cluster",
+            "local:1",
+            "--device",
+            "cuda",
+        ]
+    )
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and error_lines[-1].startswith(
+        "error: --device cuda: no worker of the cluster declares a GPU"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("scheduler:8786", "--cluster: give a Dask scheduler's address"),
+        ("local:0", "--cluster: give a Dask scheduler's address"),
+        ("tcp://127.0.0.1:9", "--cluster tcp://127.0.0.1:9: no scheduler answers"),
+    ],
+)
+def test_a_bad_cluster_address_is_one_line(
+    address: str,
+    message: str,
+    photos: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("facerestore.cluster.CONNECT_TIMEOUT", "2s")
+    code = main(["-q", "restore", str(photos), "-o", str(tmp_path), *OPTIONS, "--cluster", address])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and err.startswith(f"error: {message}"), err

@@ -3,6 +3,7 @@ mid-batch; the outputs must equal a single-process run's, each exactly once, wit
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,9 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
+from load_test import started_server
 from PIL import Image
 
+from facerestore import RestoreOptions, Restorer, load_image
 from facerestore.cli import main
 
 distributed = pytest.importorskip("distributed", reason="the cluster tests need Dask distributed")
@@ -117,6 +122,8 @@ def test_a_worker_killed_mid_batch_loses_nothing(cluster: Cluster, photos: Path,
     assert run.returncode == 0, errors
     finished = [event for event in events if event["state"] == "finished"]
     assert {event["pid"] for event in finished} == {worker.pid for worker in cluster.workers}, "both worked"
+    loaded = sorted(event["pid"] for event in events if event["state"] == "networks ready")
+    assert loaded == sorted(worker.pid for worker in cluster.workers), "networks loaded once per worker"
     rerun = [event for event in finished if event["input"] == victim["input"]]
     assert [event["pid"] for event in rerun] != [victim["pid"]] and rerun, "the lost task ran elsewhere"
     local = sorted(path.name for path in (tmp_path / "local").iterdir())
@@ -179,3 +186,27 @@ def test_a_bad_cluster_address_is_one_line(
     code = main(["-q", "restore", str(photos), "-o", str(tmp_path), *OPTIONS, "--cluster", address])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and err.startswith(f"error: {message}"), err
+
+
+@pytest.mark.slow
+def test_server_jobs_run_on_the_cluster(cluster: Cluster, photos: Path, tmp_path: Path) -> None:
+    photo = sorted(photos.iterdir())[0]
+    form = {"face_model": "realesr-compact-x4", "bg_upsampler": "none", "scale": "2"}
+    with started_server(["--cluster", cluster.address, "--max-jobs", "2"], tmp_path / "server.log") as (
+        url,
+        _,
+    ):
+        response = httpx.post(
+            f"{url}/v1/restore", files={"image": (photo.name, photo.read_bytes())}, data=form, timeout=120
+        )
+    assert response.status_code == 200, response.text
+    events = _events_now(cluster.address)
+    assert {event["pid"] for event in events if event["state"] == "finished"} <= {
+        w.pid for w in cluster.workers
+    }
+    tasks = [event["state"] for event in events if event["input"] is not None]
+    assert tasks == ["started", "finished"], "one task, on a worker"
+    options = RestoreOptions(face_model="realesr-compact-x4", bg_upsampler="none", scale=2)
+    here = Restorer(options).restore(load_image(photo)).picture.pixels
+    served = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert np.array_equal(served, here), "the cluster's result is this process's"

@@ -255,6 +255,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from facerestore.server import serve  # the web stack loads only for this command
 
     config = options_from(args, ServerConfig)
+    if config.cluster:
+        _cluster_module()  # one clear line where Dask is missing
     serve(config.model_copy(update={"api_keys": (*config.api_keys, *api_keys_from_env())}))
     return 0
 

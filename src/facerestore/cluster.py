@@ -19,9 +19,10 @@ from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_wo
 
 from facerestore import batch, runtime
 from facerestore.errors import OptionError, option
+from facerestore.image_io import Picture
 from facerestore.networks import Networks
 from facerestore.options import BatchOptions, RestoreOptions
-from facerestore.pipeline import Restorer
+from facerestore.pipeline import ProgressCallback, Restorer, RestoreResult
 
 EVENT_TOPIC = "facerestore"  # each task's start and end, logged on the scheduler (who ran what, and when)
 GPU = "GPU"  # the resource GPU workers declare: dask worker --resources GPU=1
@@ -78,16 +79,28 @@ class NetworksOnWorker(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         worker_restorer(self.options).load()
+        worker.log_event(EVENT_TOPIC, {"input": None, "state": "networks ready", "pid": os.getpid()})
+
+
+@contextmanager
+def _logged(task: str) -> Iterator[None]:
+    """Tells the scheduler when this worker starts and finishes a task (a dashboard's or a test's view)."""
+    worker = get_worker()
+    worker.log_event(EVENT_TOPIC, {"input": task, "state": "started", "pid": os.getpid()})
+    yield
+    worker.log_event(EVENT_TOPIC, {"input": task, "state": "finished", "pid": os.getpid()})
 
 
 def restore_on_worker(
     job: batch.Job, restore_options: RestoreOptions, options: BatchOptions, spell: Callable[[str], str]
 ) -> batch.ImageRecord:
-    worker = get_worker()
-    worker.log_event(EVENT_TOPIC, {"input": str(job.source), "state": "started", "pid": os.getpid()})
-    record = batch.process(worker_restorer(restore_options), job, options, spell=spell)
-    worker.log_event(EVENT_TOPIC, {"input": str(job.source), "state": "finished", "pid": os.getpid()})
-    return record
+    with _logged(str(job.source)):
+        return batch.process(worker_restorer(restore_options), job, options, spell=spell)
+
+
+def restore_picture_on_worker(options: RestoreOptions, picture: Picture, name: str) -> RestoreResult:
+    with _logged(name):
+        return worker_restorer(options).restore(picture, keep_crops=True)
 
 
 def _task_options(options: BatchOptions) -> BatchOptions:
@@ -120,35 +133,41 @@ def run_batch(
 ) -> list[batch.ImageRecord]:
     """Restores ``jobs`` on the cluster; records in the jobs' order, each reported as its task completes.
     An interruption (Ctrl-C) cancels the tasks that have not finished."""
+    report = on_record or (lambda record: None)
     records: list[batch.ImageRecord | None] = [batch.settled_record(job, options, spell) for job in jobs]
     for record in records:
-        if record is not None and on_record:
-            on_record(record)
+        if record is not None:
+            report(record)
+    pending = {index: job for index, job in enumerate(jobs) if records[index] is None}
+    if pending:
+        futures = _submit(client, restore_options, pending, _task_options(options), spell)
+        try:
+            for future in as_completed(futures):
+                record = _outcome(future, jobs[futures[future]])
+                records[futures[future]] = record
+                report(record)
+        finally:
+            client.cancel(list(futures))
+            batch.remove_leftovers(jobs)
+    return [record for record in records if record is not None]
+
+
+def _submit(
+    client: Client,
+    restore_options: RestoreOptions,
+    jobs: dict[int, batch.Job],
+    options: BatchOptions,
+    spell: Callable[[str], str],
+) -> dict[Any, int]:
+    """One task per job, after the workers have loaded the networks; each future's job index."""
     resources = _resources(client, restore_options)
     client.register_plugin(NetworksOnWorker(restore_options))
-    futures = {
+    return {
         client.submit(
-            restore_on_worker,
-            job,
-            restore_options,
-            _task_options(options),
-            spell,
-            pure=False,
-            resources=resources,
+            restore_on_worker, job, restore_options, options, spell, pure=False, resources=resources
         ): index
-        for index, job in enumerate(jobs)
-        if records[index] is None
+        for index, job in jobs.items()
     }
-    try:
-        for future in as_completed(futures):
-            record = _outcome(future, jobs[futures[future]])
-            records[futures[future]] = record
-            if on_record:
-                on_record(record)
-    finally:
-        client.cancel(list(futures))
-        batch.remove_leftovers(jobs)
-    return [record for record in records if record is not None]
 
 
 def _outcome(future: Any, job: batch.Job) -> batch.ImageRecord:
@@ -158,3 +177,36 @@ def _outcome(future: Any, job: batch.Job) -> batch.ImageRecord:
     except Exception as error:
         return batch.ImageRecord(input=str(job.source), error=f"lost on the cluster: {error}")
     return record
+
+
+class ClusterRestorer:
+    """Restores single pictures on the cluster, one task each, for a caller that waits (the server's job
+    threads); the task is cancelled when the caller's progress callback raises (its job was cancelled)."""
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def preload(self, options: RestoreOptions) -> None:
+        self.client.register_plugin(NetworksOnWorker(options))
+
+    def restore(self, restorer: Restorer, picture: Picture, progress: ProgressCallback) -> RestoreResult:
+        future = self.client.submit(
+            restore_picture_on_worker,
+            restorer.options,
+            picture,
+            f"upload {id(picture):x}",
+            pure=False,
+            resources=_resources(self.client, restorer.options),
+        )
+        try:
+            while True:
+                progress("restore", 0, 1)
+                try:
+                    result: RestoreResult = future.result(timeout=self.POLL_SECONDS)
+                    return result
+                except TimeoutError:
+                    continue
+        finally:
+            future.cancel()

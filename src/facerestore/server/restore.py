@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from facerestore.image_io import Picture, encode_image
-from facerestore.options import Encoding
+from facerestore.networks import Networks
+from facerestore.options import Encoding, RestoreOptions
 from facerestore.pipeline import Restorer, RestoreResult
 from facerestore.runtime import release_freed_memory
 from facerestore.server.forms import response_format
@@ -85,9 +86,28 @@ def _metadata(request: RestoreRequest, result: RestoreResult, fmt: str) -> dict[
     }
 
 
-def restore_job(request: RestoreRequest, report: Report) -> RestoreOutcome:
+class Engine(Protocol):
+    """Where pictures are restored: in this process, or on a cluster (``cluster.ClusterRestorer``)."""
+
+    def preload(self, options: RestoreOptions) -> None: ...
+
+    def restore(self, restorer: Restorer, picture: Picture, progress: Report) -> RestoreResult: ...
+
+
+class LocalEngine:
+    def __init__(self, networks: Networks) -> None:
+        self.networks = networks
+
+    def preload(self, options: RestoreOptions) -> None:
+        Restorer(options, self.networks).load()
+
+    def restore(self, restorer: Restorer, picture: Picture, progress: Report) -> RestoreResult:
+        return restorer.restore(picture, progress=progress, keep_crops=True)
+
+
+def restore_job(engine: Engine, request: RestoreRequest, report: Report) -> RestoreOutcome:
     """The job queue's work: restore, then encode the result, the input preview and the face thumbnails."""
-    result = request.restorer.restore(request.picture, progress=report, keep_crops=True)
+    result = engine.restore(request.restorer, request.picture, report)
     report("encode", 0, 1)
     fmt = response_format(request.encoding, request.picture.source_format)
     preview_format = "png" if request.picture.alpha is not None else "jpg"

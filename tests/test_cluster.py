@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import numpy as np
 import pytest
@@ -66,8 +67,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         for i in range(2)
     )
     try:
-        _wait_for(scheduler_file.exists, 30, "the scheduler")
-        address = json.loads(scheduler_file.read_text())["address"]
+        address = _wait_for(lambda: _written_address(scheduler_file), 30, "the scheduler")
         with distributed.Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
         yield Cluster(address, workers)
@@ -75,6 +75,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         for process in (*workers, scheduler):
             process.kill()
             process.wait()
+
+
+def _written_address(scheduler_file: Path) -> str | None:
+    """The scheduler's address once it has written all of its file."""
+    try:
+        return str(json.loads(scheduler_file.read_text())["address"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 @pytest.fixture
@@ -210,3 +218,64 @@ def test_server_jobs_run_on_the_cluster(cluster: Cluster, photos: Path, tmp_path
     here = Restorer(options).restore(load_image(photo)).picture.pixels
     served = np.asarray(Image.open(io.BytesIO(response.content)))
     assert np.array_equal(served, here), "the cluster's result is this process's"
+
+
+def _pan_clip(shared_dir: Path, path: Path, frames: int) -> None:
+    """A 24 frames/s H.264 pan over a real photo of two people, a keyframe every 12 frames, with sound."""
+    photo = np.asarray(Image.open(shared_dir / "data/real/gfpgan-whole/Blake_Lively.jpg").convert("RGB"))
+    with av.open(str(path), "w") as output:
+        picture = output.add_stream("libx264", rate=24)
+        picture.width, picture.height, picture.pix_fmt = 192, 144, "yuv420p"
+        picture.options = {"g": "12", "keyint_min": "12", "sc_threshold": "0"}
+        sound = output.add_stream("aac", rate=16000)
+        for index in range(frames):
+            crop = np.ascontiguousarray(
+                photo[80 : 80 + 288, 120 + 3 * index : 120 + 3 * index + 384][::2, ::2]
+            )
+            output.mux(picture.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
+        output.mux(picture.encode(None))
+        tone = np.sin(np.arange(16000 * frames // 24) * 0.17).astype(np.float32)[None] * 0.2
+        for start in range(0, tone.shape[1], 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[:, start : start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, start
+            output.mux(sound.encode(chunk))
+        output.mux(sound.encode(None))
+
+
+def _stamps_and_sound(path: Path) -> tuple[list[int], list[bytes]]:
+    with av.open(str(path)) as container:
+        stamps = [frame.pts for frame in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        return stamps, [bytes(packet) for packet in container.demux(audio=0) if packet.size]
+
+
+@pytest.mark.slow
+def test_a_clip_split_across_workers_one_killed(cluster: Cluster, shared_dir: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "in" / "pan.mp4"
+    clip.parent.mkdir()
+    _pan_clip(shared_dir, clip, 72)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    command = [sys.executable, "-m", "facerestore.cli", "-q", "restore", str(clip), "-o", str(out), *OPTIONS]
+    run = subprocess.Popen(
+        [*command, "--cluster", cluster.address, "--segment-seconds", "0.5", "--report", str(report)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with distributed.Client(cluster.address, timeout="30s") as client:
+        victim = _wait_for(lambda: _busy_worker_that_finished_one(client), 90, "a worker mid-segment")
+        os.kill(victim["pid"], signal.SIGKILL)
+        _, errors = run.communicate(timeout=180)
+        events = _events(client)
+    assert run.returncode == 0, errors
+    segments = {
+        event["pid"] for event in events if event["state"] == "finished" and "segment" in event["input"]
+    }
+    assert segments == {worker.pid for worker in cluster.workers}, "both workers restored segments"
+    assert sorted(path.name for path in out.iterdir()) == ["pan.mp4"], "no segment or temporary files left"
+    stamps, sound = _stamps_and_sound(clip)
+    assert _stamps_and_sound(out / "pan.mp4") == (stamps, sound), "every frame's time and the sound kept"
+    with av.open(str(out / "pan.mp4")) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (384, 288)
+    (record,) = json.loads(report.read_text())
+    assert record["error"] is None and record["video"]["frames_out"] == len(stamps) == 72
+    assert record["video"]["tracks"] and record["video"]["copied_streams"] == ["audio"]

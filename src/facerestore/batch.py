@@ -30,7 +30,7 @@ from facerestore.image_io import (
 from facerestore.options import BatchOptions
 from facerestore.pipeline import ProgressCallback, Restorer, RestoreResult
 from facerestore.pixels import resize
-from facerestore.video import VIDEO_EXTENSIONS, is_video, restore_video
+from facerestore.video import VIDEO_EXTENSIONS, VideoReport, is_video, restore_video
 
 WRITABLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 COMPARE_MAX_HEIGHT = 1600
@@ -251,6 +251,10 @@ def _restore_clip(
         progress=lambda done, total: report("frames", done, total or 0),
         max_pixels=options.max_pixels,
     )
+    fill_clip_record(record, job, clip)
+
+
+def fill_clip_record(record: ImageRecord, job: Job, clip: VideoReport) -> None:
     record.output = str(job.target)
     record.size_in, record.size_out = clip.size_in, clip.size_out
     record.face_model, record.bg_upsampler = clip.face_model, clip.bg_upsampler

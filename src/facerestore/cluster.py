@@ -17,8 +17,8 @@ from typing import Any
 
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 
-from facerestore import batch, runtime
-from facerestore.errors import OptionError, option
+from facerestore import batch, runtime, video
+from facerestore.errors import FaceRestoreError, OptionError, option
 from facerestore.image_io import Picture
 from facerestore.networks import Networks
 from facerestore.options import BatchOptions, RestoreOptions
@@ -103,6 +103,24 @@ def restore_picture_on_worker(options: RestoreOptions, picture: Picture, name: s
         return worker_restorer(options).restore(picture, keep_crops=True)
 
 
+def restore_segment_on_worker(
+    job: batch.Job, segment: video.Segment, restore_options: RestoreOptions, options: BatchOptions
+) -> video.VideoReport:
+    with _logged(f"{job.source} segment {segment.index}"):
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        restorer = worker_restorer(restore_options)
+        return video.restore_segment(
+            job.source, job.target, segment, restorer, options.video, max_pixels=options.max_pixels
+        )
+
+
+def join_on_worker(job: batch.Job, reports: list[video.VideoReport]) -> batch.ImageRecord:
+    with _logged(f"{job.source} join"):
+        record = batch.ImageRecord(input=str(job.source))
+        batch.fill_clip_record(record, job, video.join_segments(job.source, job.target, reports))
+        return record
+
+
 def _task_options(options: BatchOptions) -> BatchOptions:
     """What a task runs with: the client has already settled which outputs exist or may be replaced, so a
     task that runs again after its worker was lost replaces its own earlier output."""
@@ -143,7 +161,7 @@ def run_batch(
         futures = _submit(client, restore_options, pending, _task_options(options), spell)
         try:
             for future in as_completed(futures):
-                record = _outcome(future, jobs[futures[future]])
+                record = _outcome(future, jobs[futures[future]], spell)
                 records[futures[future]] = record
                 report(record)
         finally:
@@ -163,17 +181,50 @@ def _submit(
     resources = _resources(client, restore_options)
     client.register_plugin(NetworksOnWorker(restore_options))
     return {
-        client.submit(
-            restore_on_worker, job, restore_options, options, spell, pure=False, resources=resources
-        ): index
+        _submit_job(client, job, restore_options, options, spell, resources): index
         for index, job in jobs.items()
     }
 
 
-def _outcome(future: Any, job: batch.Job) -> batch.ImageRecord:
+def _submit_job(
+    client: Client,
+    job: batch.Job,
+    restore_options: RestoreOptions,
+    options: BatchOptions,
+    spell: Callable[[str], str],
+    resources: dict[str, float] | None,
+) -> Any:
+    """The future of the job's record: one task, or for a long clip one task per segment and a join."""
+    segments = _segments(job, options)
+    if len(segments) < 2:
+        return client.submit(
+            restore_on_worker, job, restore_options, options, spell, pure=False, resources=resources
+        )
+    parts = [
+        client.submit(
+            restore_segment_on_worker, job, segment, restore_options, options, pure=False, resources=resources
+        )
+        for segment in segments
+    ]
+    return client.submit(join_on_worker, job, parts, pure=False)
+
+
+def _segments(job: batch.Job, options: BatchOptions) -> list[video.Segment]:
+    """A clip's segments; none for a picture, or for a clip that cannot be read (its task says why)."""
+    if not video.is_video(job.source):
+        return []
+    try:
+        return video.plan_segments(job.source, options.video.segment_seconds)
+    except FaceRestoreError:
+        return []
+
+
+def _outcome(future: Any, job: batch.Job, spell: Callable[[str], str]) -> batch.ImageRecord:
     """The task's record; a task the cluster gave up on (its workers kept dying) becomes an error record."""
     try:
         record: batch.ImageRecord = future.result()
+    except FaceRestoreError as error:  # a clip's segment could not be restored
+        return batch.ImageRecord(input=str(job.source), error=error.render(spell))
     except Exception as error:
         return batch.ImageRecord(input=str(job.source), error=f"lost on the cluster: {error}")
     return record

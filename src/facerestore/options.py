@@ -176,6 +176,8 @@ class VideoOptions(Options):
     """encoder speed against file size"""
     stabilize: bool = True
     """follow each face across frames and smooth its landmarks, so restored faces do not flicker"""
+    segment_seconds: Annotated[float, Field(gt=0), CLI_ONLY] = 60.0
+    """on a cluster, clips are cut at keyframes into parts at least this long, restored by several workers"""
 
 
 class BatchOptions(Options):

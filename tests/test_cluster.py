@@ -151,6 +151,22 @@ def _events_now(address: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+def test_ctrl_c_cancels_the_outstanding_tasks(cluster: Cluster, photos: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "facerestore.cli", "-q", "restore", str(photos), "-o", str(tmp_path)]
+    run = subprocess.Popen(
+        [*command, *OPTIONS, "--cluster", cluster.address], stderr=subprocess.PIPE, text=True
+    )
+    with distributed.Client(cluster.address, timeout="30s") as client:
+        _wait_for(lambda: any(event["state"] == "started" for event in _events(client)), 90, "a first task")
+        run.send_signal(signal.SIGINT)
+        _, errors = run.communicate(timeout=60)
+        _wait_for(lambda: not any(client.processing().values()), 30, "the cluster to be idle")
+        started = [event for event in _events(client) if event["state"] == "started"]
+    assert run.returncode == 130 and errors.strip().splitlines()[-1] == "interrupted"
+    assert len(started) < PHOTOS, "the tasks not yet started were cancelled"
+
+
+@pytest.mark.slow
 def test_local_cluster_refuses_a_gpu_no_worker_has(
     photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

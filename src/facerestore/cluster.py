@@ -9,6 +9,7 @@ must be on a file system every worker sees. Each worker process loads its networ
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +54,7 @@ def connect(address: str) -> Iterator[Client]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            silence_logs=logging.CRITICAL,  # workers heartbeating while the cluster closes log tracebacks
             env={runtime.THREADS_ENV: threads},
         ) as cluster,
         Client(cluster) as client,

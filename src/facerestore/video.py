@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import io
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -471,3 +472,46 @@ def joined_report(reports: Sequence[VideoReport], copied: list[str]) -> VideoRep
         for record in sorted(part.tracks.values(), key=lambda record: record["first_frame"]):
             report.tracks[len(report.tracks)] = record
     return report
+
+
+# -- clips held in memory (the server's uploads)
+
+
+def container_extension(data: bytes) -> str | None:
+    """The container an upload's first bytes announce, as a file extension; None for anything else."""
+    if data[4:8] == b"ftyp":
+        return ".mov" if data[8:12] == b"qt  " else ".mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska, or WebM when its document type says so
+        return ".webm" if b"webm" in data[:64] else ".mkv"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
+    return None
+
+
+def clip_size(data: bytes, name: str = "upload") -> tuple[int, int]:
+    """A clip's frame width and height, read from its header; one VideoError line when it has none."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{name}: has no video stream")
+            context = container.streams.video[0].codec_context
+            return context.width, context.height
+    except (av.error.FFmpegError, OSError) as error:
+        raise VideoError(f"{name}: not a readable video ({_reason(error)})") from None
+
+
+def frame_at(data: bytes, seconds: float) -> np.ndarray:
+    """The clip's frame shown at ``seconds`` (the last one past the end), upright, as RGB."""
+    container: Any
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        container.seek(max(0, int(seconds / float(stream.time_base))), stream=stream)
+        shown = None
+        for frame in container.decode(stream):
+            if shown is not None and frame.time is not None and frame.time > seconds:
+                break
+            shown = frame
+    if shown is None:
+        raise VideoError("the clip has no frame to show")
+    turns = int(shown.rotation // 90) % 4 if shown.rotation % 90 == 0 else 0
+    return np.ascontiguousarray(np.rot90(shown.to_ndarray(format="rgb24"), turns))

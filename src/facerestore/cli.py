@@ -243,11 +243,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print(f"model folder: {registry.model_dir()}  (set {registry.MODEL_DIR_ENV} to change)")
     auto = resolve_face_model("auto").name
     for row in rows:
-        state = "installed" if row["installed"] else "download"
+        state = "installed" if row["installed"] else row["obtained_by"]
         flag = "" if row["commercial_use"] else "  [non-commercial]"
         used = "  <- face model 'auto' uses this now" if row["name"] == auto else ""
         print(f"  {row['name']:<24} {row['purpose']:<14} {state:<10} {row['licence']}{flag}{used}")
-        print(f"  {'':<24} {row['verification']['summary']}")
+        print(f"  {'':<24} {row['problem'] or row['verification']['summary']}")
     return 0
 
 

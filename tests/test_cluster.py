@@ -32,6 +32,7 @@ from facerestore.cluster import EVENT_TOPIC  # noqa: E402 (needs distributed)
 # Real networks, cheap enough for a test: the compact Real-ESRGAN on the faces, Lanczos behind them.
 OPTIONS = ["--face-model", "realesr-compact-x4", "--bg-upsampler", "none", "--scale", "2"]
 DASK = Path(sys.executable).parent / "dask"
+CLI = [sys.executable, "-m", "facerestore.cli", "-q"]
 PHOTOS = 8
 
 
@@ -97,6 +98,21 @@ def photos(shared_dir: Path, tmp_path: Path) -> Path:
     return folder
 
 
+def _run_killing_a_busy_worker(
+    cluster: Cluster, command: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Runs the command, SIGKILLs a worker that has finished a task and is mid-way through another, and
+    returns that task's start event and every event, once the command has succeeded."""
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    with distributed.Client(cluster.address, timeout="30s") as client:
+        victim = _wait_for(lambda: _busy_worker_that_finished_one(client), 90, "a worker mid-task")
+        os.kill(victim["pid"], signal.SIGKILL)
+        _, errors = run.communicate(timeout=180)
+        events = _events(client)
+    assert run.returncode == 0, errors
+    return victim, events
+
+
 def _events(client: Any) -> list[dict[str, Any]]:
     return [message for _, message in client.get_events(EVENT_TOPIC)]
 
@@ -116,18 +132,8 @@ def _busy_worker_that_finished_one(client: Any) -> dict[str, Any] | None:
 def test_a_worker_killed_mid_batch_loses_nothing(cluster: Cluster, photos: Path, tmp_path: Path) -> None:
     assert main(["-q", "restore", str(photos), "-o", str(tmp_path / "local"), *OPTIONS]) == 0
     out, report = tmp_path / "out", tmp_path / "report.json"
-    command = [sys.executable, "-m", "facerestore.cli", "-q", "restore", str(photos), "-o", str(out)]
-    run = subprocess.Popen(
-        [*command, *OPTIONS, "--cluster", cluster.address, "--report", str(report)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    with distributed.Client(cluster.address, timeout="30s") as client:
-        victim = _wait_for(lambda: _busy_worker_that_finished_one(client), 90, "a worker mid-task")
-        os.kill(victim["pid"], signal.SIGKILL)
-        _, errors = run.communicate(timeout=120)
-        events = _events(client)
-    assert run.returncode == 0, errors
+    command = [*CLI, "restore", str(photos), "-o", str(out), *OPTIONS, "--cluster", cluster.address]
+    victim, events = _run_killing_a_busy_worker(cluster, [*command, "--report", str(report)])
     finished = [event for event in events if event["state"] == "finished"]
     assert {event["pid"] for event in finished} == {worker.pid for worker in cluster.workers}, "both worked"
     loaded = sorted(event["pid"] for event in events if event["state"] == "networks ready")
@@ -141,7 +147,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(cluster: Cluster, photos: Path,
     records = json.loads(report.read_text())
     assert [Path(record["input"]).name for record in records] == local
     assert all(record["error"] is None and len(record["faces"]) == 1 for record in records)
-    resumed = subprocess.run([*command, *OPTIONS, "--cluster", cluster.address, "--resume"], check=False)
+    resumed = subprocess.run([*command, "--resume"], check=False)
     assert resumed.returncode == 0 and len(_events_now(cluster.address)) == len(events), "nothing redone"
 
 
@@ -152,7 +158,7 @@ def _events_now(address: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_outstanding_tasks(cluster: Cluster, photos: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "facerestore.cli", "-q", "restore", str(photos), "-o", str(tmp_path)]
+    command = [*CLI, "restore", str(photos), "-o", str(tmp_path)]
     run = subprocess.Popen(
         [*command, *OPTIONS, "--cluster", cluster.address], stderr=subprocess.PIPE, text=True
     )
@@ -271,18 +277,10 @@ def test_a_clip_split_across_workers_one_killed(cluster: Cluster, shared_dir: Pa
     clip.parent.mkdir()
     _pan_clip(shared_dir, clip, 72)
     out, report = tmp_path / "out", tmp_path / "report.json"
-    command = [sys.executable, "-m", "facerestore.cli", "-q", "restore", str(clip), "-o", str(out), *OPTIONS]
-    run = subprocess.Popen(
-        [*command, "--cluster", cluster.address, "--segment-seconds", "0.5", "--report", str(report)],
-        stderr=subprocess.PIPE,
-        text=True,
+    command = [*CLI, "restore", str(clip), "-o", str(out), *OPTIONS, "--cluster", cluster.address]
+    _, events = _run_killing_a_busy_worker(
+        cluster, [*command, "--segment-seconds", "0.5", "--report", str(report)]
     )
-    with distributed.Client(cluster.address, timeout="30s") as client:
-        victim = _wait_for(lambda: _busy_worker_that_finished_one(client), 90, "a worker mid-segment")
-        os.kill(victim["pid"], signal.SIGKILL)
-        _, errors = run.communicate(timeout=180)
-        events = _events(client)
-    assert run.returncode == 0, errors
     segments = {
         event["pid"] for event in events if event["state"] == "finished" and "segment" in event["input"]
     }

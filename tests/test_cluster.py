@@ -39,6 +39,7 @@ PHOTOS = 8
 @dataclass(frozen=True)
 class Cluster:
     address: str
+    scheduler: subprocess.Popen[bytes]
     workers: tuple[subprocess.Popen[bytes], ...]
 
 
@@ -71,7 +72,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         address = _wait_for(lambda: _written_address(scheduler_file), 30, "the scheduler")
         with distributed.Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
-        yield Cluster(address, workers)
+        yield Cluster(address, scheduler, workers)
     finally:
         for process in (*workers, scheduler):
             process.kill()
@@ -170,6 +171,31 @@ def test_ctrl_c_cancels_the_outstanding_tasks(cluster: Cluster, photos: Path, tm
         started = [event for event in _events(client) if event["state"] == "started"]
     assert run.returncode == 130 and errors.strip().splitlines()[-1] == "interrupted"
     assert len(started) < PHOTOS, "the tasks not yet started were cancelled"
+
+
+@pytest.mark.slow
+def test_a_lost_scheduler_ends_the_run_with_one_line_per_input(
+    cluster: Cluster, photos: Path, tmp_path: Path
+) -> None:
+    command = [*CLI, "restore", str(photos), "-o", str(tmp_path), *OPTIONS, "--cluster", cluster.address]
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}  # give up reconnecting soon
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    with distributed.Client(cluster.address, timeout="30s") as client:
+        _wait_for(lambda: any(event["state"] == "started" for event in _events(client)), 90, "a first task")
+    cluster.scheduler.kill()
+    _, errors = run.communicate(timeout=120)
+    lines = errors.strip().splitlines()
+    assert run.returncode == 1 and "Traceback" not in errors, errors
+    lost = [
+        line
+        for line in lines
+        if line.endswith("the cluster's scheduler was lost (run again with --resume to continue)")
+    ]
+    assert (
+        lost
+        and len(lost) + 1 == len(lines)
+        and lines[-1].startswith(f"{PHOTOS - len(lost)} of {PHOTOS} inputs")
+    )
 
 
 @pytest.mark.slow

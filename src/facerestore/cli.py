@@ -152,6 +152,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     if output.cluster:
         cluster = _cluster_module()
+        if not args.debug:
+            cluster.quiet_logs()
         with cluster.connect(output.cluster) as client:
             records = cluster.run_batch(client, restore_options, jobs, output, on_record, spell=_flag)
     else:

@@ -19,7 +19,7 @@ from typing import Any
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 
 from facerestore import batch, runtime, video
-from facerestore.errors import FaceRestoreError, OptionError, option
+from facerestore.errors import FaceRestoreError, OptionError, option, spell_options
 from facerestore.image_io import Picture
 from facerestore.networks import Networks
 from facerestore.options import BatchOptions, RestoreOptions
@@ -228,8 +228,15 @@ def _outcome(future: Any, job: batch.Job, spell: Callable[[str], str]) -> batch.
     except FaceRestoreError as error:  # a clip's segment could not be restored
         return batch.ImageRecord(input=str(job.source), error=error.render(spell))
     except Exception as error:
-        return batch.ImageRecord(input=str(job.source), error=f"lost on the cluster: {error}")
+        reason = spell_options(_lost_because(error), spell)
+        return batch.ImageRecord(input=str(job.source), error=f"not restored: {reason}")
     return record
+
+
+def _lost_because(error: Exception) -> str:
+    if getattr(error, "reason", None) == "scheduler-connection-lost":
+        return f"the cluster's scheduler was lost (run again with {option('resume')} to continue)"
+    return "the cluster gave up on it (" + " ".join(str(error).split())[:200] + ")"
 
 
 class ClusterRestorer:
@@ -263,3 +270,11 @@ class ClusterRestorer:
                     continue
         finally:
             future.cancel()
+
+
+def quiet_logs() -> None:
+    """Keeps Dask's own logging (a lost connection's tracebacks) off the terminal: each input's record says
+    what happened in one line."""
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

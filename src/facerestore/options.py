@@ -166,6 +166,9 @@ class VideoOptions(Options):
     """encoder speed against file size"""
     stabilize: bool = True
     """follow each face across frames and smooth its landmarks, so restored faces do not flicker"""
+    temporal_blend: Annotated[float, Field(ge=0, le=0.95)] = 0.7
+    """with stabilize: share of the previous frame's restored face, carried along by optical flow, mixed
+    into each frame's where the motion is trusted (0: off)"""
 
 
 class BatchOptions(Options):

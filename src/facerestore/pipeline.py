@@ -37,6 +37,8 @@ from facerestore.restoration import FaceRestorer, resolve_face_model
 from facerestore.upscaling import BackgroundUpscaler, Precision
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+# (face index, input aligned crop, restored crop to paste) -> the crop to paste instead; both float32 RGB
+FaceRefiner = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 NATIVE_DETAIL_MAX_SIDE = 2048  # px: the largest crop at which a big face's own fine detail is merged back
 SAW_ENOUGH = 0.8  # a restorer that saw at least this share of a face's own pixels across lost no detail
 
@@ -163,15 +165,17 @@ class Restorer:
         progress: ProgressCallback | None = None,
         keep_crops: bool = False,
         faces: Sequence[Face] | None = None,
+        refine: FaceRefiner | None = None,
     ) -> RestoreResult:
         """Restores the picture's faces: those detected, or ``faces`` when given (a video's tracked and
-        smoothed faces, say)."""
+        smoothed faces, say); ``refine`` may change each restored crop before it is pasted (a video's
+        temporal blending)."""
         timer = _Timer()
         report = progress or (lambda stage, done, total: None)
         if self.options.aligned:
             pixels, restored, crops = self._restore_aligned(picture.pixels, timer)
         else:
-            pixels, restored, crops = self._restore_photo(picture.pixels, timer, report, faces)
+            pixels, restored, crops = self._restore_photo(picture.pixels, timer, report, faces, refine)
         with timer.stage("upscale"):
             alpha = None if picture.alpha is None else resize(picture.alpha, pixels.shape[:2])
         with timer.stage("paste"):
@@ -188,7 +192,12 @@ class Restorer:
         )
 
     def _restore_photo(
-        self, pixels: np.ndarray, timer: _Timer, report: ProgressCallback, given: Sequence[Face] | None
+        self,
+        pixels: np.ndarray,
+        timer: _Timer,
+        report: ProgressCallback,
+        given: Sequence[Face] | None,
+        refine: FaceRefiner | None,
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
         scale = self.options.scale
         with timer.stage("detect"):
@@ -209,6 +218,10 @@ class Restorer:
             record, before, after, affine = self._restore_face(pixels, face, timer)
             with timer.stage("paste"):
                 after, affine = with_native_detail(pixels, after, affine, scale, record.crop_size)
+            if refine is not None:
+                with timer.stage("temporal"):
+                    after = refine(index, before, after)
+            with timer.stage("paste"):
                 paste_face(canvas, after, rescale_affine(affine, scale), self.options.blend)
             restored.append(record)
             crops.append((from_float(before, np.dtype(np.uint8)), from_float(after, np.dtype(np.uint8))))

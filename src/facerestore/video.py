@@ -22,12 +22,12 @@ import av
 import av.error
 import numpy as np
 
-from facerestore import tracking
+from facerestore import temporal, tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
 from facerestore.options import VideoOptions
-from facerestore.pipeline import Restorer
+from facerestore.pipeline import FaceRefiner, Restorer
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 FrameProgress = Callable[[int, int | None], None]  # (frames done, frames expected or None)
@@ -133,9 +133,7 @@ def _transcode(
         report.copied_streams = [stream.type for stream in container.streams if stream.index in copies]
         report.size_out = [width, height]
         started = time.perf_counter()
-        clip = _Clip(
-            restorer, _FaceFollower(restorer, options.stabilize, report), report, (width, height), turns
-        )
+        clip = _Clip(restorer, _FaceFollower(restorer, options, report), report, (width, height), turns)
         try:
             _stream_through(container, _Outputs(output, video_out, copies), clip, progress)
         except av.error.FFmpegError as error:  # a file cut short mid-stream, a full disk
@@ -253,15 +251,19 @@ def _decoded(packet: Any, report: VideoReport) -> Iterator[Any]:
 
 
 class _FaceFollower:
-    """Each frame's faces, tracked and smoothed from frame to frame (or as detected, when not stabilizing)."""
+    """Each frame's faces, tracked and smoothed from frame to frame (or as detected, when not stabilizing),
+    and each track's restored crop blended with its previous one."""
 
-    def __init__(self, restorer: Restorer, stabilize: bool, report: VideoReport) -> None:
-        self.restorer, self.stabilize, self.report = restorer, stabilize, report
+    def __init__(self, restorer: Restorer, options: VideoOptions, report: VideoReport) -> None:
+        self.restorer, self.options, self.report = restorer, options, report
+        self.active = options.stabilize and not restorer.options.aligned
         self.tracks = tracking.Tracks()
         self.previous: np.ndarray | None = None
+        self.track_ids: list[int] = []  # the current frame's faces' tracks, in the order they are restored
+        self.memories: dict[int, temporal.FaceMemory] = {}
 
     def faces(self, picture: Picture, seconds: float) -> list[Face] | None:
-        if not self.stabilize or self.restorer.options.aligned:
+        if not self.active:
             return None
         small = tracking.thumbnail(picture.pixels)
         cut = tracking.is_scene_cut(self.previous, small)
@@ -274,7 +276,20 @@ class _FaceFollower:
             )
             record["last_frame"] = self.tracks.frame
             record["frames"] += 1
+        self.track_ids = [item.track_id for item in tracked]
+        alive = {track.id for track in self.tracks.tracks}  # a scene cut ends every track, and its memory
+        self.memories = {key: memory for key, memory in self.memories.items() if key in alive}
         return [item.face for item in tracked]
+
+    def refiner(self) -> FaceRefiner | None:
+        return self._blend if self.active and self.options.temporal_blend > 0 else None
+
+    def _blend(self, index: int, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        track_id = self.track_ids[index]
+        crop, self.memories[track_id] = temporal.blend(
+            self.memories.get(track_id), temporal.flow_source(before), after, self.options.temporal_blend
+        )
+        return crop
 
 
 @dataclass
@@ -294,9 +309,13 @@ def _restored(frame: Any, clip: _Clip) -> Any:
     picture = Picture(pixels=np.ascontiguousarray(np.rot90(stored, clip.quarter_turns)))
     report = clip.report
     seconds = float(frame.pts * frame.time_base) if frame.pts is not None else report.frames_in / 30.0
-    result = clip.restorer.restore(picture, faces=clip.follower.faces(picture, seconds))
+    follower = clip.follower
+    started = time.perf_counter()
+    faces = follower.faces(picture, seconds)
+    timings = {"track": time.perf_counter() - started} if faces is not None else {}
+    result = clip.restorer.restore(picture, faces=faces, refine=follower.refiner())
     report.faces += len(result.faces)
-    for stage, spent in result.timings.items():
+    for stage, spent in (timings | result.timings).items():
         report.timings[stage] = round(report.timings.get(stage, 0.0) + spent, 3)
     restored = result.picture.pixels
     if restored.ndim == 2:

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facerestore import RestoreOptions, Restorer
 from facerestore.cli import main
+from facerestore.video import for_video
 
 FAST = ["--face-model", "realesr-compact-x4", "--bg-upsampler", "none", "--preset", "ultrafast"]
 SIDE = (320, 240)
@@ -179,3 +181,18 @@ def test_a_phone_clip_keeps_its_rotation_and_its_faces_are_found(
         first = next(container.decode(video=0))
         assert first.rotation == -90 and (first.width, first.height) == (2 * SIDE[1], 2 * SIDE[0])
     assert json.loads(report.read_text())[0]["video"]["faces"] >= 3  # found upright, so restored
+
+
+def test_on_a_cpu_video_defaults_take_the_fast_path_and_named_choices_stay() -> None:
+    fast = for_video(Restorer(RestoreOptions()))
+    assert (fast.plan.face_model.name, fast.plan.bg_upsampler) == ("realesr-compact-x4", "none")
+    assert fast.plan.face_precision == "int8"
+    assert fast.options.detection.max_side == fast.options.detection.base_side  # one detection scale
+    named = for_video(
+        Restorer(RestoreOptions(face_model="realesrgan-x4plus", bg_upsampler="realesr-compact-x2"))
+    )
+    assert (named.plan.face_model.name, named.plan.bg_upsampler) == (
+        "realesrgan-x4plus",
+        "realesr-compact-x2",
+    )
+    assert named.options.detection == RestoreOptions().detection

@@ -86,12 +86,20 @@ def resolve_bg_precision(precision: str, upsampler: str, device: str) -> Precisi
     return "int8" if compact_on_cpu else "fp32"
 
 
+def resolve_face_precision(face_model: str, device: str) -> Precision:
+    """int8 for the compact network on a CPU (43 dB from fp32, ~1.4x faster); fp32 for every other face
+    restorer, since x4plus loses 7 dB in int8 and the face priors move visibly (docs/benchmarks.md)."""
+    compact_on_cpu = face_model.startswith("realesr-compact") and not runtime.uses_accelerator(device)
+    return "int8" if compact_on_cpu else "fp32"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the options' 'auto' choices resolved to on this machine, fixed when a ``Restorer`` is built, so
     a model installed mid-batch cannot make the report disagree with what ran."""
 
     face_model: registry.ModelEntry
+    face_precision: Precision
     bg_upsampler: str
     bg_precision: Precision
 
@@ -102,7 +110,8 @@ class Plan:
         registry.check_available(registry.get_entry(options.detector), options.detector_model_path)
         upsampler = resolve_bg_upsampler(options.bg_upsampler, options.device)
         precision = resolve_bg_precision(options.bg_precision, upsampler, options.device)
-        return cls(face_model, upsampler, precision)
+        face_precision = resolve_face_precision(face_model.name, options.device)
+        return cls(face_model, face_precision, upsampler, precision)
 
 
 class _Timer:
@@ -153,7 +162,10 @@ class Restorer:
         return self.networks.background(plan.bg_upsampler, options.device, plan.bg_precision, options.tile)
 
     def face_restorer(self) -> FaceRestorer:
-        return self.networks.face_restorer(self.plan.face_model, self.options.device, self.options.model_path)
+        plan, options = self.plan, self.options
+        return self.networks.face_restorer(
+            plan.face_model, options.device, options.model_path, plan.face_precision
+        )
 
     def detect(self, picture: Picture) -> list[Face]:
         return detect_faces(self.detector(), _rgb8(picture.pixels), self.options.detection)

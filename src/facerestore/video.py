@@ -22,7 +22,7 @@ import av
 import av.error
 import numpy as np
 
-from facerestore import temporal, tracking
+from facerestore import runtime, temporal, tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
@@ -33,6 +33,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 FrameProgress = Callable[[int, int | None], None]  # (frames done, frames expected or None)
 _EIGHT_BIT_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "rgb24"}
 _COPYABLE = ("audio", "subtitle", "data")
+FAST_FACE_MODEL = "realesr-compact-x4"
 
 
 class VideoError(ImageError):
@@ -74,6 +75,7 @@ def restore_video(
 ) -> VideoReport:
     """Restores ``source`` into ``target`` (written atomically); one VideoError line when it cannot."""
     options = options or VideoOptions()
+    restorer = for_video(restorer)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
     os.close(handle)
@@ -86,6 +88,23 @@ def restore_video(
         return report
     finally:
         temp.unlink(missing_ok=True)
+
+
+def for_video(restorer: Restorer) -> Restorer:
+    """The restorer a clip uses. On a CPU the 'auto' choices take the video fast path, the only one near
+    real time there (benchmarks/video_speed.py), where a photo's defaults take seconds per frame: the compact
+    network on faces, searched for at one detection scale, and Lanczos on the background. Named choices and
+    accelerators are left as they are."""
+    options = restorer.options
+    if runtime.uses_accelerator(options.device):
+        return restorer
+    changes: dict[str, object] = {}
+    if options.face_model == "auto":
+        changes["face_model"] = FAST_FACE_MODEL
+        changes["detection"] = options.detection.model_copy(update={"max_side": options.detection.base_side})
+    if options.bg_upsampler == "auto":
+        changes["bg_upsampler"] = "none"
+    return restorer.with_options(options.model_copy(update=changes)) if changes else restorer
 
 
 @contextlib.contextmanager

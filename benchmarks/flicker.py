@@ -33,6 +33,7 @@ import av
 import cv2
 import numpy as np
 from load_test import shared_root
+from metrics import psnr_y
 from PIL import Image
 
 from facerestore import RestoreOptions, Restorer
@@ -40,7 +41,7 @@ from facerestore.detection import RetinaFace, detect_faces
 from facerestore.options import VideoOptions
 from facerestore.temporal import occlusion_mask
 from facerestore.tracking import MATCH_IOU, iou
-from facerestore.video import restore_video
+from facerestore.video import for_video, restore_video
 
 OCCLUSION_TOLERANCE = 0.5  # px: forward and backward flow must cancel to within this
 
@@ -54,23 +55,27 @@ def carphone() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "datasets/data/carphone_distorted.mp4"
 
 
-def degraded_pan(path: Path, frames: int, seed: int = 0) -> Path:
-    """A slow pan and zoom over a real photo of two people, blurred, noisy and JPEG-compressed per frame."""
+def degraded_pan(path: Path, frames: int, seed: int = 0, *, degrade: bool = True) -> Path:
+    """A slow pan and zoom over a real photo of two people, blurred, noisy and JPEG-compressed per frame
+    (``degrade``), else the same frames clean and stored losslessly (the ground truth)."""
     photo = np.asarray(Image.open(shared_root() / "data/real/gfpgan-whole/Blake_Lively.jpg").convert("RGB"))
     rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as output:
         stream = output.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {"crf": "26"}
+        stream.width, stream.height = 320, 240
+        stream.pix_fmt = "yuv420p" if degrade else "yuv444p"
+        stream.options = {"crf": "26"} if degrade else {"qp": "0"}
         for index in range(frames):
             zoom = 1.0 + 0.004 * index
             width, height = int(520 / zoom), int(390 / zoom)
             x, y = 60 + index, 20 + index // 2
             crop = cv2.resize(photo[y : y + height, x : x + width], (320, 240), interpolation=cv2.INTER_AREA)
-            crop = cv2.GaussianBlur(crop, (0, 0), 1.2) + rng.normal(0, 4, crop.shape)
-            buffer = io.BytesIO()
-            Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=35)
-            frame = av.VideoFrame.from_ndarray(np.asarray(Image.open(buffer)), format="rgb24")
+            if degrade:
+                crop = cv2.GaussianBlur(crop, (0, 0), 1.2) + rng.normal(0, 4, crop.shape)
+                buffer = io.BytesIO()
+                Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=35)
+                crop = np.asarray(Image.open(buffer))
+            frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
             frame.pts, frame.time_base = index, Fraction(1, 24)
             output.mux(stream.encode(frame))
         output.mux(stream.encode(None))
@@ -228,6 +233,7 @@ class Figures:
     whole: float  # warping error over the whole frame
     face: float  # warping error over the faces' regions
     jitter: float  # landmark jitter
+    psnr: float  # dB against the clean frames, over the faces' regions
 
     @classmethod
     def of(
@@ -236,32 +242,48 @@ class Figures:
         motion: list[tuple[np.ndarray, np.ndarray]],
         regions: list[np.ndarray],
         detector: RetinaFace,
+        clean: list[np.ndarray],
     ) -> Figures:
         return cls(
             warping_error(frames, motion),
             warping_error(frames, motion, regions),
             landmark_jitter(frames, detector),
+            fidelity(frames, clean, regions),
         )
+
+
+def fidelity(frames: list[np.ndarray], clean: list[np.ndarray], regions: list[np.ndarray]) -> float:
+    """Mean PSNR (luma, dB) of the frames, area-averaged to the clean frames' size, against them over the
+    bounding box of each frame's face regions: blending must not cost the faces their likeness."""
+    size = clean[0].shape[1::-1]
+    values = []
+    for frame, truth, region in zip(frames, clean, regions, strict=True):
+        if region.any():
+            rows, columns = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+            box = slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            values.append(psnr_y(small[box], truth[box]))
+    return float(np.mean(values))
 
 
 HEADER = (
     f"{'clip':<9} {'run':<11} {'warp err':>8} {'x input':>7} {'x p-f':>6} {'face err':>8} {'x input':>7} "
-    f"{'x p-f':>6} {'jitter':>8} {'x p-f':>6}"
+    f"{'x p-f':>6} {'jitter':>8} {'x input':>7} {'x p-f':>6} {'PSNR dB':>7}"
 )
 
 
 def row(clip: str, run: str, figures: Figures, reference: Figures, per_frame: Figures | None) -> str:
     """One table line: figures, and their ratios to the input's and to the per-frame run's ('x p-f')."""
     cells = [f"{clip:<9} {run:<11}"]
-    for value, against_input, against_per_frame, digits in (
+    for value, against_input, against_per_frame, digits in (  # warping error, on faces, landmark jitter
         (figures.whole * 1e3, reference.whole * 1e3, per_frame and per_frame.whole * 1e3, 3),
         (figures.face * 1e3, reference.face * 1e3, per_frame and per_frame.face * 1e3, 3),
-        (figures.jitter, None, per_frame and per_frame.jitter, 4),
+        (figures.jitter, reference.jitter, per_frame and per_frame.jitter, 4),
     ):
         cells.append(f"{value:8.{digits}f}")
-        if against_input is not None:
-            cells.append(f"{value / against_input:7.2f}")
+        cells.append(f"{value / against_input:7.2f}")
         cells.append(f"{value / against_per_frame:6.2f}" if against_per_frame else " " * 6)
+    cells.append(f"{figures.psnr:7.2f}")
     return " ".join(cells)
 
 
@@ -273,30 +295,44 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-output"))
     parser.add_argument("--face-model", default="auto", help="the face restorer to compare runs with")
     parser.add_argument("--frames", type=int, default=0, help="only each clip's first frames (0: all)")
+    parser.add_argument("--clips", nargs="*", choices=["carphone", "pan"], help="only these clips")
     parser.add_argument("--weights", type=float, nargs="*", default=[], help="further blend weights to try")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    clips = {"pan": degraded_pan(args.out / "pan.mp4", 6 if args.quick else 96)}
+    frames = 6 if args.quick else 96
+    clips = {  # each clip and its clean original
+        "pan": (
+            degraded_pan(args.out / "pan.mp4", frames),
+            degraded_pan(args.out / "pan-clean.mp4", frames, degrade=False),
+        )
+    }
     if not args.quick:
-        clips = {"carphone": carphone(), **clips}
+        clips = {"carphone": (carphone(), carphone().with_name("carphone_pristine.mp4")), **clips}
+    clips = {name: pair for name, pair in clips.items() if name in (args.clips or clips)}
     if args.frames:
         clips = {
-            name: trimmed(path, args.frames, args.out / f"{name}-first.mp4") for name, path in clips.items()
+            name: tuple(
+                trimmed(path, args.frames, args.out / f"{name}-{index}-first.mp4")
+                for index, path in enumerate(pair)
+            )
+            for name, pair in clips.items()
         }
     face_model = "realesr-compact-x4" if args.quick else args.face_model
-    restorer = Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler="none"))
+    restorer = for_video(Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler="none")))
     detector = RetinaFace()
     print(
         f"flicker: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.2f}, "
-        f"face model {restorer.plan.face_model.name}, 2x, background Lanczos"
+        f"face model {restorer.plan.face_model.name} {restorer.plan.face_precision}, 2x, background Lanczos"
     )
     print(HEADER)
-    for name, path in clips.items():
-        source = read_frames(path)
+    for name, (path, clean_path) in clips.items():
+        source, clean = read_frames(path), read_frames(clean_path)
         motion, regions = flows(source), face_regions(source, detector)
         height, width = source[0].shape[:2]
-        measure = functools.partial(Figures.of, motion=motion, regions=regions, detector=detector)
+        measure = functools.partial(
+            Figures.of, motion=motion, regions=regions, detector=detector, clean=clean
+        )
         reference = measure(upscaled(source, (2 * width, 2 * height)))
         print(row(name, "input", reference, reference, None))
         per_frame = None

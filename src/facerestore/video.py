@@ -179,6 +179,8 @@ def _stream_through(container: Any, outputs: _Outputs, clip: _Clip, progress: Fr
         elif packet.stream is video_in:
             for frame in _decoded(packet, clip.report):
                 _encode(_restored(frame, clip), outputs.video, outputs.container)
+                # face crops change size from frame to frame; without this the heap's holes add up
+                runtime.release_freed_memory()
                 clip.report.frames_out += 1
                 progress(clip.report.frames_out, video_in.frames or None)
     for packet in outputs.video.encode(None):

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import io
 import itertools
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,12 +33,15 @@ import av
 import cv2
 import numpy as np
 from load_test import shared_root
+from metrics import psnr_y
 from PIL import Image
 
 from facerestore import RestoreOptions, Restorer
 from facerestore.detection import RetinaFace, detect_faces
 from facerestore.options import VideoOptions
-from facerestore.video import restore_video
+from facerestore.temporal import occlusion_mask
+from facerestore.tracking import MATCH_IOU, iou
+from facerestore.video import for_video, restore_video
 
 OCCLUSION_TOLERANCE = 0.5  # px: forward and backward flow must cancel to within this
 
@@ -50,23 +55,27 @@ def carphone() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "datasets/data/carphone_distorted.mp4"
 
 
-def degraded_pan(path: Path, frames: int, seed: int = 0) -> Path:
-    """A slow pan and zoom over a real photo of two people, blurred, noisy and JPEG-compressed per frame."""
+def degraded_pan(path: Path, frames: int, seed: int = 0, *, degrade: bool = True) -> Path:
+    """A slow pan and zoom over a real photo of two people, blurred, noisy and JPEG-compressed per frame
+    (``degrade``), else the same frames clean and stored losslessly (the ground truth)."""
     photo = np.asarray(Image.open(shared_root() / "data/real/gfpgan-whole/Blake_Lively.jpg").convert("RGB"))
     rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as output:
         stream = output.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.options = {"crf": "26"}
+        stream.width, stream.height = 320, 240
+        stream.pix_fmt = "yuv420p" if degrade else "yuv444p"
+        stream.options = {"crf": "26"} if degrade else {"qp": "0"}
         for index in range(frames):
             zoom = 1.0 + 0.004 * index
             width, height = int(520 / zoom), int(390 / zoom)
             x, y = 60 + index, 20 + index // 2
             crop = cv2.resize(photo[y : y + height, x : x + width], (320, 240), interpolation=cv2.INTER_AREA)
-            crop = cv2.GaussianBlur(crop, (0, 0), 1.2) + rng.normal(0, 4, crop.shape)
-            buffer = io.BytesIO()
-            Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=35)
-            frame = av.VideoFrame.from_ndarray(np.asarray(Image.open(buffer)), format="rgb24")
+            if degrade:
+                crop = cv2.GaussianBlur(crop, (0, 0), 1.2) + rng.normal(0, 4, crop.shape)
+                buffer = io.BytesIO()
+                Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=35)
+                crop = np.asarray(Image.open(buffer))
+            frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
             frame.pts, frame.time_base = index, Fraction(1, 24)
             output.mux(stream.encode(frame))
         output.mux(stream.encode(None))
@@ -79,50 +88,107 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 
 def flows(frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(backward flow t+1 -> t sampling map, occlusion-free mask) for each pair, on the input frames."""
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    """(forward flow t -> t+1, occlusion-free mask) for each pair, on the input frames."""
     gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
     result = []
     for now, later in itertools.pairwise(gray):
-        forward = dis.calc(now, later, None)
-        backward = dis.calc(later, now, None)
-        height, width = now.shape
-        grid = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32)
-        back_at_forward = cv2.remap(backward, grid + forward, None, cv2.INTER_LINEAR)
-        visible = np.linalg.norm(forward + back_at_forward, axis=2) < OCCLUSION_TOLERANCE
-        result.append((forward, visible))
+        forward, backward = dis_flow(now, later), dis_flow(later, now)
+        result.append((forward, occlusion_mask(forward, backward, OCCLUSION_TOLERANCE)))
     return result
 
 
-def warping_error(frames: list[np.ndarray], motion: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Mean squared difference (0-1 scale) between each frame and the next warped onto it, where visible."""
+def dis_flow(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return np.asarray(dis.calc(start, end, np.zeros((*start.shape, 2), np.float32)))
+
+
+def face_regions(frames: list[np.ndarray], detector: RetinaFace) -> list[np.ndarray]:
+    """Where each frame's faces are pasted at full weight: each detected face's box enlarged 1.6x about
+    its centre (detected on the input frames, so every run is measured on the same pixels)."""
+    regions = []
+    for frame in frames:
+        region = np.zeros(frame.shape[:2], bool)
+        for face in detect_faces(detector, frame):
+            x0, y0, x1, y1 = face.box
+            cx, cy, half_w, half_h = (x0 + x1) / 2, (y0 + y1) / 2, 0.8 * (x1 - x0), 0.8 * (y1 - y0)
+            region[
+                max(0, int(cy - half_h)) : int(cy + half_h), max(0, int(cx - half_w)) : int(cx + half_w)
+            ] = True
+        regions.append(region)
+    return regions
+
+
+def upscaled(frames: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+    """The frames resized (Lanczos, as the background is) to ``size`` (width, height)."""
+    return [cv2.resize(frame, size, interpolation=cv2.INTER_LANCZOS4) for frame in frames]
+
+
+def warping_error(
+    frames: list[np.ndarray],
+    motion: list[tuple[np.ndarray, np.ndarray]],
+    regions: list[np.ndarray] | None = None,
+) -> float:
+    """Mean squared difference (0-1 scale) between each frame and the next warped onto it, where visible
+    (and inside ``regions``, masks at the flow's size, when given)."""
     errors = []
-    for (forward, visible), now, later in zip(motion, frames[:-1], frames[1:], strict=True):
+    for index, ((forward, visible), now, later) in enumerate(
+        zip(motion, frames[:-1], frames[1:], strict=True)
+    ):
         height, width = now.shape[:2]
         scale_y, scale_x = height / forward.shape[0], width / forward.shape[1]
         flow = (cv2.resize(forward, (width, height)) * (scale_x, scale_y)).astype(np.float32)
         grid = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32)
         warped = cv2.remap(later, grid + flow, None, cv2.INTER_LINEAR)
-        mask = cv2.resize(visible.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-        difference = ((now.astype(np.float32) - warped.astype(np.float32)) / 255.0) ** 2
-        errors.append(float(difference[mask].mean()))
+        counted = visible if regions is None else visible & regions[index]
+        mask = cv2.resize(counted.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        if mask.any():
+            difference = ((now.astype(np.float32) - warped.astype(np.float32)) / 255.0) ** 2
+            errors.append(float(difference[mask].mean()))
     return float(np.mean(errors))
 
 
-def landmark_jitter(frames: list[np.ndarray], detector: RetinaFace) -> float:
-    """Mean second difference of the largest face's landmarks over frames (pixels), divided by the clip's
-    median inter-eye distance."""
-    series, eyes = [], []
+def face_tracks(frames: list[np.ndarray], detector: RetinaFace) -> list[list[np.ndarray]]:
+    """Each face's 5 landmarks through the frames it is seen in without a break: detections in consecutive
+    frames are one face when their boxes overlap (as the engine's tracker links them)."""
+    finished: list[list[np.ndarray]] = []
+    open_tracks: list[tuple[tuple[float, ...], list[np.ndarray]]] = []
     for frame in frames:
         faces = detect_faces(detector, frame)
-        if not faces:
-            return float("nan")
-        points = max(faces, key=lambda face: face.width).landmark_array()
-        series.append(points)
-        eyes.append(float(np.linalg.norm(points[1] - points[0])))
-    stacked = np.stack(series)
-    acceleration = np.linalg.norm(stacked[2:] - 2 * stacked[1:-1] + stacked[:-2], axis=2)
-    return float(acceleration.mean() / np.median(eyes))
+        pairs = sorted(
+            (
+                (iou(box, face.box), i, j)
+                for i, (box, _) in enumerate(open_tracks)
+                for j, face in enumerate(faces)
+            ),
+            reverse=True,
+        )
+        linked: dict[int, int] = {}
+        for overlap, i, j in pairs:
+            if overlap >= MATCH_IOU and i not in linked and j not in linked.values():
+                linked[i] = j
+        finished += [series for i, (_, series) in enumerate(open_tracks) if i not in linked]
+        next_open = [
+            (faces[j].box, open_tracks[i][1] + [faces[j].landmark_array()]) for i, j in linked.items()
+        ]
+        next_open += [
+            (face.box, [face.landmark_array()]) for j, face in enumerate(faces) if j not in linked.values()
+        ]
+        open_tracks = next_open
+    return finished + [series for _, series in open_tracks]
+
+
+def landmark_jitter(frames: list[np.ndarray], detector: RetinaFace) -> float:
+    """Mean second difference of each face track's landmarks over frames (pixels), divided by that track's
+    median inter-eye distance, over every track at least 3 frames long."""
+    accelerations = []
+    for series in face_tracks(frames, detector):
+        if len(series) < 3:
+            continue
+        stacked = np.stack(series)
+        eyes = float(np.median(np.linalg.norm(stacked[:, 1] - stacked[:, 0], axis=1)))
+        second = np.linalg.norm(stacked[2:] - 2 * stacked[1:-1] + stacked[:-2], axis=2)
+        accelerations.append(second.ravel() / eyes)
+    return float(np.concatenate(accelerations).mean()) if accelerations else float("nan")
 
 
 def strip(clip: list[np.ndarray], restored: list[np.ndarray], path: Path, count: int = 4) -> None:
@@ -137,6 +203,90 @@ def strip(clip: list[np.ndarray], restored: list[np.ndarray], path: Path, count:
     Image.fromarray(np.vstack(rows)[: 2 * height]).save(path)
 
 
+def trimmed(path: Path, frames: int, out: Path) -> Path:
+    """The clip's first frames, re-encoded losslessly (a shorter run for development)."""
+    with av.open(str(path)) as source, av.open(str(out), "w") as output:
+        video_in = source.streams.video[0]
+        stream = output.add_stream("libx264", rate=video_in.average_rate)
+        stream.width, stream.height, stream.pix_fmt = video_in.width, video_in.height, "yuv420p"
+        stream.options = {"qp": "0"}
+        for frame in itertools.islice(source.decode(video=0), frames):
+            frame.pict_type = av.video.frame.PictureType.NONE
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return out
+
+
+def runs(weights: list[float]) -> dict[str, VideoOptions]:
+    """Per-frame restoration, landmark smoothing alone, the default, and any other blend weights asked for."""
+    encode = {"preset": "veryfast"}
+    return {
+        "per-frame": VideoOptions(stabilize=False, **encode),
+        "landmarks": VideoOptions(temporal_blend=0.0, **encode),
+        "stabilized": VideoOptions(**encode),
+        **{f"blend-{weight:.2f}": VideoOptions(temporal_blend=weight, **encode) for weight in weights},
+    }
+
+
+@dataclass(frozen=True)
+class Figures:
+    whole: float  # warping error over the whole frame
+    face: float  # warping error over the faces' regions
+    jitter: float  # landmark jitter
+    psnr: float  # dB against the clean frames, over the faces' regions
+
+    @classmethod
+    def of(
+        cls,
+        frames: list[np.ndarray],
+        motion: list[tuple[np.ndarray, np.ndarray]],
+        regions: list[np.ndarray],
+        detector: RetinaFace,
+        clean: list[np.ndarray],
+    ) -> Figures:
+        return cls(
+            warping_error(frames, motion),
+            warping_error(frames, motion, regions),
+            landmark_jitter(frames, detector),
+            fidelity(frames, clean, regions),
+        )
+
+
+def fidelity(frames: list[np.ndarray], clean: list[np.ndarray], regions: list[np.ndarray]) -> float:
+    """Mean PSNR (luma, dB) of the frames, area-averaged to the clean frames' size, against them over the
+    bounding box of each frame's face regions: blending must not cost the faces their likeness."""
+    size = clean[0].shape[1::-1]
+    values = []
+    for frame, truth, region in zip(frames, clean, regions, strict=True):
+        if region.any():
+            rows, columns = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+            box = slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            values.append(psnr_y(small[box], truth[box]))
+    return float(np.mean(values))
+
+
+HEADER = (
+    f"{'clip':<9} {'run':<11} {'warp err':>8} {'x input':>7} {'x p-f':>6} {'face err':>8} {'x input':>7} "
+    f"{'x p-f':>6} {'jitter':>8} {'x input':>7} {'x p-f':>6} {'PSNR dB':>7}"
+)
+
+
+def row(clip: str, run: str, figures: Figures, reference: Figures, per_frame: Figures | None) -> str:
+    """One table line: figures, and their ratios to the input's and to the per-frame run's ('x p-f')."""
+    cells = [f"{clip:<9} {run:<11}"]
+    for value, against_input, against_per_frame, digits in (  # warping error, on faces, landmark jitter
+        (figures.whole * 1e3, reference.whole * 1e3, per_frame and per_frame.whole * 1e3, 3),
+        (figures.face * 1e3, reference.face * 1e3, per_frame and per_frame.face * 1e3, 3),
+        (figures.jitter, reference.jitter, per_frame and per_frame.jitter, 4),
+    ):
+        cells.append(f"{value:8.{digits}f}")
+        cells.append(f"{value / against_input:7.2f}")
+        cells.append(f"{value / against_per_frame:6.2f}" if against_per_frame else " " * 6)
+    cells.append(f"{figures.psnr:7.2f}")
+    return " ".join(cells)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -144,36 +294,59 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-output"))
     parser.add_argument("--face-model", default="auto", help="the face restorer to compare runs with")
+    parser.add_argument("--frames", type=int, default=0, help="only each clip's first frames (0: all)")
+    parser.add_argument("--clips", nargs="*", choices=["carphone", "pan"], help="only these clips")
+    parser.add_argument("--weights", type=float, nargs="*", default=[], help="further blend weights to try")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    clips = {"pan": degraded_pan(args.out / "pan.mp4", 6 if args.quick else 96)}
+    frames = 6 if args.quick else 96
+    clips = {  # each clip and its clean original
+        "pan": (
+            degraded_pan(args.out / "pan.mp4", frames),
+            degraded_pan(args.out / "pan-clean.mp4", frames, degrade=False),
+        )
+    }
     if not args.quick:
-        clips = {"carphone": carphone(), **clips}
+        clips = {"carphone": (carphone(), carphone().with_name("carphone_pristine.mp4")), **clips}
+    clips = {name: pair for name, pair in clips.items() if name in (args.clips or clips)}
+    if args.frames:
+        clips = {
+            name: tuple(
+                trimmed(path, args.frames, args.out / f"{name}-{index}-first.mp4")
+                for index, path in enumerate(pair)
+            )
+            for name, pair in clips.items()
+        }
     face_model = "realesr-compact-x4" if args.quick else args.face_model
-    restorer = Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler="none"))
+    restorer = for_video(Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler="none")))
     detector = RetinaFace()
     print(
-        f"flicker: {datetime.date.today()}, {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-        f"face model {restorer.plan.face_model.name}, 2x"
+        f"flicker: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.2f}, "
+        f"face model {restorer.plan.face_model.name} {restorer.plan.face_precision}, 2x, background Lanczos"
     )
-    print(f"{'clip':<10} {'run':<11} {'warp err':>9} {'x input':>8} {'lm jitter':>10}")
-    for name, path in clips.items():
-        source = read_frames(path)
-        motion = flows(source)
-        base = warping_error(source, motion)
-        print(
-            f"{name:<10} {'input':<11} {base * 1e3:9.3f} {1.0:8.2f} {landmark_jitter(source, detector):10.4f}"
+    print(HEADER)
+    for name, (path, clean_path) in clips.items():
+        source, clean = read_frames(path), read_frames(clean_path)
+        motion, regions = flows(source), face_regions(source, detector)
+        height, width = source[0].shape[:2]
+        measure = functools.partial(
+            Figures.of, motion=motion, regions=regions, detector=detector, clean=clean
         )
-        for run, stabilize in (("per-frame", False), ("stabilized", True)):
+        reference = measure(upscaled(source, (2 * width, 2 * height)))
+        print(row(name, "input", reference, reference, None))
+        per_frame = None
+        for run, options in runs(args.weights).items():
             target = args.out / f"{name}-{run}.mp4"
-            restore_video(path, target, restorer, VideoOptions(stabilize=stabilize, preset="veryfast"))
+            restore_video(path, target, restorer, options)
             output = read_frames(target)
-            error = warping_error(output, motion)
-            jitter = landmark_jitter(output, detector)
-            print(f"{name:<10} {run:<11} {error * 1e3:9.3f} {error / base:8.2f} {jitter:10.4f}", flush=True)
-            if stabilize:
+            figures = measure(output)
+            per_frame = per_frame or figures
+            print(row(name, run, figures, reference, per_frame), flush=True)
+            if run == "stabilized":
                 strip(source, output, args.out / f"{name}-strip.png")
     print("warping error x 1e3 (squared difference, 0-1 pixel scale); strips in", args.out)
+    print("targets: stabilized warping error <= 0.7x per-frame and <= 1.1x input; jitter <= 0.5x per-frame")
     return 0
 
 

@@ -18,6 +18,6 @@ def test_quick_flicker_benchmark_prints_both_runs(shared_dir: Path, tmp_path: Pa
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     rows = [line.split() for line in completed.stdout.splitlines() if line.startswith("pan ")]
-    assert [row[1] for row in rows] == ["input", "per-frame", "stabilized"]
+    assert [row[1] for row in rows] == ["input", "per-frame", "landmarks", "stabilized"]
     assert all(float(row[2]) > 0 for row in rows)
     assert (tmp_path / "pan-strip.png").is_file()

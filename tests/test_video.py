@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facerestore import RestoreOptions, Restorer
 from facerestore.cli import main
+from facerestore.video import for_video
 
 FAST = ["--face-model", "realesr-compact-x4", "--bg-upsampler", "none", "--preset", "ultrafast"]
 SIDE = (320, 240)
@@ -216,3 +218,18 @@ def test_subtitles_are_copied_packet_for_packet(
             [(bytes(p), p.pts, p.duration) for p in c.demux(subtitles=0) if p.size] for c in (before, after)
         ]
     assert kept[0] == kept[1] and [text for text, _, _ in kept[1]] == [b"Hello there", b"A second line"]
+
+
+def test_on_a_cpu_video_defaults_take_the_fast_path_and_named_choices_stay() -> None:
+    fast = for_video(Restorer(RestoreOptions()))
+    assert (fast.plan.face_model.name, fast.plan.bg_upsampler) == ("realesr-compact-x4", "none")
+    assert fast.plan.face_precision == "int8"
+    assert fast.options.detection.max_side == fast.options.detection.base_side  # one detection scale
+    named = for_video(
+        Restorer(RestoreOptions(face_model="realesrgan-x4plus", bg_upsampler="realesr-compact-x2"))
+    )
+    assert (named.plan.face_model.name, named.plan.bg_upsampler) == (
+        "realesrgan-x4plus",
+        "realesr-compact-x2",
+    )
+    assert named.options.detection == RestoreOptions().detection

@@ -21,6 +21,7 @@ from facerestore.options import BatchOptions, DetectionOptions, Options, Restore
 from facerestore.pipeline import ProgressCallback, Restorer
 from facerestore.restoration import auto_fallback_note, resolve_face_model
 from facerestore.server.config import ServerConfig, api_keys_from_env
+from facerestore.video import for_video, is_video
 
 OPTION_MODELS: tuple[type[Options], ...] = (RestoreOptions, DetectionOptions, BatchOptions, ServerConfig)
 DETECT_OPTIONS = ("detector", "detector_model_path", "device", *DetectionOptions.model_fields)
@@ -116,10 +117,26 @@ def _preflight(options: RestoreOptions, on_cluster: bool) -> Restorer:
         options = options.model_copy(update={"device": "cpu"})
     restorer = Restorer(options)
     _note_licence(restorer.plan.face_model)
-    fallback = auto_fallback_note(restorer.plan.face_model)
-    if fallback and restorer.options.face_model == "auto":
-        print(f"note: {fallback}", file=sys.stderr)
     return restorer
+
+
+def _restorers_for(restorer: Restorer, jobs: Sequence[batch.Job]) -> list[Restorer]:
+    """The restorers the jobs use (photos: ``restorer``; clips: ``for_video``'s), each with a note on the
+    choices 'auto' made that the user may not expect."""
+    clips = sum(is_video(job.source) for job in jobs)
+    in_use = ([restorer] if clips < len(jobs) else []) + ([for_video(restorer)] if clips else [])
+    for used in in_use:
+        fallback = auto_fallback_note(used.plan.face_model)
+        if fallback and used.options.face_model == "auto":
+            print(f"note: {fallback}", file=sys.stderr)
+        if used.options != restorer.options:
+            plan = used.plan
+            print(
+                f"note: clips take the video fast path on a CPU (faces: {plan.face_model.name}, background: "
+                f"{plan.bg_upsampler}); {_flag('face_model')} and {_flag('bg_upsampler')} choose others",
+                file=sys.stderr,
+            )
+    return in_use
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -131,6 +148,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         print("error: no input images found", file=sys.stderr)
         return 1
     batch.check_outputs(output, jobs)
+    in_use = _restorers_for(restorer, jobs)
     show = not args.quiet
     overall = tqdm(
         total=len(jobs), desc="images", unit="img", disable=not show or len(jobs) < 2, file=sys.stderr
@@ -157,7 +175,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         with cluster.connect(output.cluster) as client:
             records = cluster.run_batch(client, restore_options, jobs, output, on_record, spell=_flag)
     else:
-        restorer.load()
+        for used in in_use:
+            used.load()
         records = batch.run_batch(
             restorer, jobs, output, on_record, progress_for, debug=args.debug, spell=_flag
         )

@@ -66,12 +66,18 @@ class Networks:
         )
 
     def face_restorer(
-        self, entry: registry.ModelEntry, device: str, model_path: str | Path | None = None
+        self,
+        entry: registry.ModelEntry,
+        device: str,
+        model_path: str | Path | None = None,
+        precision: Precision = "fp32",
     ) -> FaceRestorer:
         network = (
-            self.super_resolution(entry.name, device) if entry.purpose is registry.Purpose.UPSCALER else None
+            self.super_resolution(entry.name, device, precision)
+            if entry.purpose is registry.Purpose.UPSCALER
+            else None
         )
-        key = ("face", entry.name, device, model_path)
+        key = ("face", entry.name, device, model_path, precision)
         return self._get(key, lambda: create_face_restorer(entry.name, device, model_path, network))
 
     def region_upscaler(self, device: str) -> NetworkUpscaler:

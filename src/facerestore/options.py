@@ -178,6 +178,9 @@ class VideoOptions(Options):
     """follow each face across frames and smooth its landmarks, so restored faces do not flicker"""
     segment_seconds: Annotated[float, Field(gt=0), CLI_ONLY] = 60.0
     """on a cluster, clips are cut at keyframes into parts at least this long, restored by several workers"""
+    temporal_blend: Annotated[float, Field(ge=0, le=0.95)] = 0.7
+    """with stabilize: share of the previous frame's restored face, carried along by optical flow, mixed
+    into each frame's where the motion is trusted (0: off)"""
 
 
 class BatchOptions(Options):

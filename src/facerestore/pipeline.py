@@ -37,6 +37,8 @@ from facerestore.restoration import FaceRestorer, resolve_face_model
 from facerestore.upscaling import BackgroundUpscaler, Precision
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+# (face index, input aligned crop, restored crop to paste) -> the crop to paste instead; both float32 RGB
+FaceRefiner = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 NATIVE_DETAIL_MAX_SIDE = 2048  # px: the largest crop at which a big face's own fine detail is merged back
 SAW_ENOUGH = 0.8  # a restorer that saw at least this share of a face's own pixels across lost no detail
 
@@ -84,12 +86,20 @@ def resolve_bg_precision(precision: str, upsampler: str, device: str) -> Precisi
     return "int8" if compact_on_cpu else "fp32"
 
 
+def resolve_face_precision(face_model: str, device: str) -> Precision:
+    """int8 for the compact network on a CPU (43 dB from fp32, ~1.4x faster); fp32 for every other face
+    restorer, since x4plus loses 7 dB in int8 and the face priors move visibly (docs/benchmarks.md)."""
+    compact_on_cpu = face_model.startswith("realesr-compact") and not runtime.uses_accelerator(device)
+    return "int8" if compact_on_cpu else "fp32"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What the options' 'auto' choices resolved to on this machine, fixed when a ``Restorer`` is built, so
     a model installed mid-batch cannot make the report disagree with what ran."""
 
     face_model: registry.ModelEntry
+    face_precision: Precision
     bg_upsampler: str
     bg_precision: Precision
 
@@ -100,7 +110,8 @@ class Plan:
         registry.check_available(registry.get_entry(options.detector), options.detector_model_path)
         upsampler = resolve_bg_upsampler(options.bg_upsampler, options.device)
         precision = resolve_bg_precision(options.bg_precision, upsampler, options.device)
-        return cls(face_model, upsampler, precision)
+        face_precision = resolve_face_precision(face_model.name, options.device)
+        return cls(face_model, face_precision, upsampler, precision)
 
 
 class _Timer:
@@ -151,7 +162,10 @@ class Restorer:
         return self.networks.background(plan.bg_upsampler, options.device, plan.bg_precision, options.tile)
 
     def face_restorer(self) -> FaceRestorer:
-        return self.networks.face_restorer(self.plan.face_model, self.options.device, self.options.model_path)
+        plan, options = self.plan, self.options
+        return self.networks.face_restorer(
+            plan.face_model, options.device, options.model_path, plan.face_precision
+        )
 
     def detect(self, picture: Picture) -> list[Face]:
         return detect_faces(self.detector(), _rgb8(picture.pixels), self.options.detection)
@@ -163,15 +177,17 @@ class Restorer:
         progress: ProgressCallback | None = None,
         keep_crops: bool = False,
         faces: Sequence[Face] | None = None,
+        refine: FaceRefiner | None = None,
     ) -> RestoreResult:
         """Restores the picture's faces: those detected, or ``faces`` when given (a video's tracked and
-        smoothed faces, say)."""
+        smoothed faces, say); ``refine`` may change each restored crop before it is pasted (a video's
+        temporal blending)."""
         timer = _Timer()
         report = progress or (lambda stage, done, total: None)
         if self.options.aligned:
             pixels, restored, crops = self._restore_aligned(picture.pixels, timer)
         else:
-            pixels, restored, crops = self._restore_photo(picture.pixels, timer, report, faces)
+            pixels, restored, crops = self._restore_photo(picture.pixels, timer, report, faces, refine)
         with timer.stage("upscale"):
             alpha = None if picture.alpha is None else resize(picture.alpha, pixels.shape[:2])
         with timer.stage("paste"):
@@ -188,7 +204,12 @@ class Restorer:
         )
 
     def _restore_photo(
-        self, pixels: np.ndarray, timer: _Timer, report: ProgressCallback, given: Sequence[Face] | None
+        self,
+        pixels: np.ndarray,
+        timer: _Timer,
+        report: ProgressCallback,
+        given: Sequence[Face] | None,
+        refine: FaceRefiner | None,
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
         scale = self.options.scale
         with timer.stage("detect"):
@@ -209,6 +230,10 @@ class Restorer:
             record, before, after, affine = self._restore_face(pixels, face, timer)
             with timer.stage("paste"):
                 after, affine = with_native_detail(pixels, after, affine, scale, record.crop_size)
+            if refine is not None:
+                with timer.stage("temporal"):
+                    after = refine(index, before, after)
+            with timer.stage("paste"):
                 paste_face(canvas, after, rescale_affine(affine, scale), self.options.blend)
             restored.append(record)
             crops.append((from_float(before, np.dtype(np.uint8)), from_float(after, np.dtype(np.uint8))))

@@ -23,18 +23,19 @@ import av
 import av.error
 import numpy as np
 
-from facerestore import tracking
+from facerestore import runtime, temporal, tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
 from facerestore.files import atomic_target
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
 from facerestore.options import VideoOptions
-from facerestore.pipeline import Restorer
+from facerestore.pipeline import FaceRefiner, Restorer
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 FrameProgress = Callable[[int, int | None], None]  # (frames done, frames expected or None)
 _EIGHT_BIT_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "rgb24"}
 _COPYABLE = ("audio", "subtitle", "data")
+FAST_FACE_MODEL = "realesr-compact-x4"
 
 
 class VideoError(ImageError):
@@ -76,10 +77,28 @@ def restore_video(
 ) -> VideoReport:
     """Restores ``source`` into ``target`` (written atomically); one VideoError line when it cannot."""
     options = options or VideoOptions()
+    restorer = for_video(restorer)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(target) as temp, _open_input(source) as container:
         _check_frame_size(container.streams.video[0], source, max_pixels)
         return _transcode(container, temp, restorer, options, progress or (lambda done, total: None))
+
+
+def for_video(restorer: Restorer) -> Restorer:
+    """The restorer a clip uses. On a CPU the 'auto' choices take the video fast path, the only one near
+    real time there (benchmarks/video_speed.py), where a photo's defaults take seconds per frame: the compact
+    network on faces, searched for at one detection scale, and Lanczos on the background. Named choices and
+    accelerators are left as they are."""
+    options = restorer.options
+    if runtime.uses_accelerator(options.device):
+        return restorer
+    changes: dict[str, object] = {}
+    if options.face_model == "auto":
+        changes["face_model"] = FAST_FACE_MODEL
+        changes["detection"] = options.detection.model_copy(update={"max_side": options.detection.base_side})
+    if options.bg_upsampler == "auto":
+        changes["bg_upsampler"] = "none"
+    return restorer.with_options(options.model_copy(update=changes)) if changes else restorer
 
 
 @contextlib.contextmanager
@@ -123,9 +142,7 @@ def _transcode(
         report.copied_streams = [stream.type for stream in container.streams if stream.index in copies]
         report.size_out = [width, height]
         started = time.perf_counter()
-        clip = _Clip(
-            restorer, _FaceFollower(restorer, options.stabilize, report), report, (width, height), turns
-        )
+        clip = _Clip(restorer, _FaceFollower(restorer, options, report), report, (width, height), turns)
         try:
             _stream_through(container, _Outputs(output, video_out, copies), clip, progress)
         except av.error.FFmpegError as error:  # a file cut short mid-stream, a full disk
@@ -152,6 +169,8 @@ def _stream_through(container: Any, outputs: _Outputs, clip: _Clip, progress: Fr
         elif packet.stream is video_in:
             for frame in _decoded(packet, clip.report):
                 _encode(_restored(frame, clip), outputs.video, outputs.container)
+                # face crops change size from frame to frame; without this the heap's holes add up
+                runtime.release_freed_memory()
                 clip.report.frames_out += 1
                 progress(clip.report.frames_out, video_in.frames or None)
     for packet in outputs.video.encode(None):
@@ -243,15 +262,19 @@ def _decoded(packet: Any, report: VideoReport) -> Iterator[Any]:
 
 
 class _FaceFollower:
-    """Each frame's faces, tracked and smoothed from frame to frame (or as detected, when not stabilizing)."""
+    """Each frame's faces, tracked and smoothed from frame to frame (or as detected, when not stabilizing),
+    and each track's restored crop blended with its previous one."""
 
-    def __init__(self, restorer: Restorer, stabilize: bool, report: VideoReport) -> None:
-        self.restorer, self.stabilize, self.report = restorer, stabilize, report
+    def __init__(self, restorer: Restorer, options: VideoOptions, report: VideoReport) -> None:
+        self.restorer, self.options, self.report = restorer, options, report
+        self.active = options.stabilize and not restorer.options.aligned
         self.tracks = tracking.Tracks()
         self.previous: np.ndarray | None = None
+        self.track_ids: list[int] = []  # the current frame's faces' tracks, in the order they are restored
+        self.memories: dict[int, temporal.FaceMemory] = {}
 
     def faces(self, picture: Picture, seconds: float) -> list[Face] | None:
-        if not self.stabilize or self.restorer.options.aligned:
+        if not self.active:
             return None
         small = tracking.thumbnail(picture.pixels)
         cut = tracking.is_scene_cut(self.previous, small)
@@ -264,7 +287,20 @@ class _FaceFollower:
             )
             record["last_frame"] = self.tracks.frame
             record["frames"] += 1
+        self.track_ids = [item.track_id for item in tracked]
+        alive = {track.id for track in self.tracks.tracks}  # a scene cut ends every track, and its memory
+        self.memories = {key: memory for key, memory in self.memories.items() if key in alive}
         return [item.face for item in tracked]
+
+    def refiner(self) -> FaceRefiner | None:
+        return self._blend if self.active and self.options.temporal_blend > 0 else None
+
+    def _blend(self, index: int, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        track_id = self.track_ids[index]
+        crop, self.memories[track_id] = temporal.blend(
+            self.memories.get(track_id), temporal.flow_source(before), after, self.options.temporal_blend
+        )
+        return crop
 
 
 @dataclass
@@ -284,9 +320,13 @@ def _restored(frame: Any, clip: _Clip) -> Any:
     picture = Picture(pixels=np.ascontiguousarray(np.rot90(stored, clip.quarter_turns)))
     report = clip.report
     seconds = float(frame.pts * frame.time_base) if frame.pts is not None else report.frames_in / 30.0
-    result = clip.restorer.restore(picture, faces=clip.follower.faces(picture, seconds))
+    follower = clip.follower
+    started = time.perf_counter()
+    faces = follower.faces(picture, seconds)
+    timings = {"track": time.perf_counter() - started} if faces is not None else {}
+    result = clip.restorer.restore(picture, faces=faces, refine=follower.refiner())
     report.faces += len(result.faces)
-    for stage, spent in result.timings.items():
+    for stage, spent in (timings | result.timings).items():
         report.timings[stage] = round(report.timings.get(stage, 0.0) + spent, 3)
     restored = result.picture.pixels
     if restored.ndim == 2:
@@ -365,6 +405,7 @@ def restore_segment(
     """Restores one segment's frames into ``segment_path(target, segment.index)``: the picture only, each
     frame with its own timestamp, encoded as a whole clip would be."""
     options = options or VideoOptions()
+    restorer = for_video(restorer)
     path = segment_path(target, segment.index)
     with _open_input(source) as container:
         video_in = container.streams.video[0]
@@ -376,7 +417,7 @@ def restore_segment(
             size = _output_size(video_in, restorer.options.scale)
             video_out = _video_stream(output, video_in, *size, options)
             warmup = VideoReport()  # what the warm-up frames did is not this segment's to report
-            follower = _FaceFollower(restorer, options.stabilize, warmup)
+            follower = _FaceFollower(restorer, options, warmup)
             clip = _Clip(restorer, follower, warmup, size, _quarter_turns(container.name))
             container.seek(segment.warmup, stream=video_in)
             for frame in _segment_frames(container, segment, clip, report):

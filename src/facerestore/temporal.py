@@ -1,0 +1,103 @@
+"""Temporal blending: each face's restored crop mixed with the previous frame's, carried along by motion.
+
+A restorer invents detail (skin, lashes, hair) afresh in every frame, so even a perfectly steady alignment
+leaves the face shimmering. Here the previous frame's restored crop is warped onto the current one by
+optical flow (OpenCV DIS) computed on the *input* aligned crops, and mixed in where the flow is trustworthy:
+forward and backward flow must agree, so a region that moved unpredictably or came into view (a hand, an
+opening mouth) takes the new frame alone. The mixed crop is remembered, so the blend is a running average
+along the face's motion. A new track (and so a scene cut) starts from its own frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+FLOW_SIDE = 128  # px: the input crops are compared at this side (the face is rarely sharper than this)
+OCCLUSION_TOLERANCE = 1.0  # px at FLOW_SIDE: forward and backward flow must cancel to within this
+DEFAULT_WEIGHT = 0.7  # share of the previous (warped) crop where the flow is trusted; chosen by measurement
+
+
+@dataclass(frozen=True)
+class FaceMemory:
+    """What one face track left behind in the previous frame."""
+
+    source: np.ndarray  # the input aligned crop, gray uint8, FLOW_SIDE square
+    restored: np.ndarray  # the crop as it was pasted, float32 RGB [0, 1], any square size
+
+
+@dataclass(frozen=True)
+class Motion:
+    """Where each pixel of the current crop was in the previous one, and whether that can be trusted."""
+
+    flow: np.ndarray  # (FLOW_SIDE, FLOW_SIDE, 2) float32 offsets, current -> previous, in FLOW_SIDE px
+    visible: np.ndarray  # (FLOW_SIDE, FLOW_SIDE) bool: forward-backward consistent and inside the crop
+
+
+def flow_source(crop: np.ndarray) -> np.ndarray:
+    """The input aligned crop (float RGB [0, 1] or uint8, any square size) as the flow sees it."""
+    pixels = crop if crop.dtype == np.uint8 else (np.clip(crop, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    interpolation = cv2.INTER_AREA if gray.shape[0] > FLOW_SIDE else cv2.INTER_LINEAR
+    return cv2.resize(gray, (FLOW_SIDE, FLOW_SIDE), interpolation=interpolation)
+
+
+def _pixel_grid(side: int) -> np.ndarray:
+    return np.dstack(np.meshgrid(np.arange(side), np.arange(side))).astype(np.float32)
+
+
+def occlusion_mask(
+    forward: np.ndarray, backward: np.ndarray, tolerance: float = OCCLUSION_TOLERANCE
+) -> np.ndarray:
+    """True where following ``forward`` (a -> b) and then ``backward`` (b -> a) comes back to the start
+    within ``tolerance`` pixels and lands inside the picture: the pixel is seen in both (not occluded)."""
+    height, width = forward.shape[:2]
+    landing = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32) + forward
+    back_there = cv2.remap(backward, landing, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = (
+        (landing[..., 0] >= 0)
+        & (landing[..., 0] <= width - 1)
+        & (landing[..., 1] >= 0)
+        & (landing[..., 1] <= height - 1)
+    )
+    return inside & (np.linalg.norm(forward + back_there, axis=2) < tolerance)
+
+
+def motion(previous: np.ndarray, current: np.ndarray) -> Motion:
+    """The motion from the current input crop back to the previous one (both from ``flow_source``)."""
+    to_previous, to_current = _flow(current, previous), _flow(previous, current)
+    return Motion(to_previous, occlusion_mask(to_previous, to_current))
+
+
+def _flow(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """DIS optical flow from ``start`` to ``end`` (gray uint8): for each start pixel, its offset in end."""
+    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return np.asarray(dis.calc(start, end, np.zeros((*start.shape, 2), np.float32)))
+
+
+def warp_previous(restored: np.ndarray, moved: Motion, side: int) -> np.ndarray:
+    """The previous restored crop resampled onto the current crop's ``side`` x ``side`` pixels."""
+    to_flow = FLOW_SIDE / side
+    centres = (_pixel_grid(side) + 0.5) * to_flow - 0.5  # current pixels in FLOW_SIDE units
+    flow = cv2.resize(moved.flow, (side, side), interpolation=cv2.INTER_LINEAR)
+    previous_side = restored.shape[0]
+    sample_at = (centres + flow + 0.5) * (previous_side / FLOW_SIDE) - 0.5
+    return cv2.remap(restored, sample_at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def blend(
+    memory: FaceMemory | None, source: np.ndarray, restored: np.ndarray, weight: float = DEFAULT_WEIGHT
+) -> tuple[np.ndarray, FaceMemory]:
+    """The crop to paste (``restored`` mixed with the previous one where the motion is trusted) and what
+    to remember for the next frame. ``source`` comes from ``flow_source``; ``restored`` is float32 RGB."""
+    if memory is None or weight <= 0:
+        return restored, FaceMemory(source, restored)
+    moved = motion(memory.source, source)
+    side = restored.shape[0]
+    trusted = cv2.resize(moved.visible.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    trusted = cv2.GaussianBlur(trusted, (0, 0), side / FLOW_SIDE)[..., None]  # no hard edge at occlusions
+    previous = warp_previous(memory.restored, moved, side)
+    mixed = restored + weight * trusted * (previous - restored)
+    return mixed, FaceMemory(source, mixed)

@@ -26,7 +26,7 @@ from facerestore import tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
-from facerestore.options import VideoOptions
+from facerestore.options import AUTO, VideoOptions
 from facerestore.pipeline import Restorer
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
@@ -113,6 +113,11 @@ def _transcode(
 ) -> VideoReport:
     video_in = container.streams.video[0]
     _check_supported(video_in, container.name)
+    scale = restorer.options.scale
+    if scale == AUTO:
+        raise VideoError(
+            f"{container.name}: {option('scale')} auto is for still pictures; a clip needs a number"
+        )
     report = _describe_input(video_in, container)
     report.face_model, report.bg_upsampler = restorer.plan.face_model.name, restorer.plan.bg_upsampler
     try:
@@ -120,7 +125,7 @@ def _transcode(
     except (av.error.FFmpegError, ValueError) as error:
         raise VideoError(f"{temp.suffix}: cannot write this video format ({_reason(error)})") from None
     with output:
-        width, height = _output_size(video_in, restorer.options.scale)
+        width, height = _output_size(video_in, float(scale))
         video_out = _video_stream(output, video_in, width, height, options)
         turns = _quarter_turns(container.name)
         if turns:

@@ -10,6 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from facerestore.analysis import largest_scale
 from facerestore.errors import FaceRestoreError, ImageError
 from facerestore.image_io import Picture, declared_size, decode_image
 from facerestore.pipeline import Restorer
@@ -109,7 +110,7 @@ async def restore_request(state: ServerState, request: Request, *, inline: bool 
         raise busy(error) from None
     except ImageError as error:
         raise unreadable(error) from None
-    checked(lambda: check_output_size(size, options.scale, state.config))
+    checked(lambda: check_output_size(size, largest_scale(options.scale, size), state.config))
     if inline:
         check_inline_size(size, state.config.sync_max_pixels)
     return RestoreRequest(await decode_upload(state, upload), restorer, encoding)

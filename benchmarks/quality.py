@@ -28,6 +28,7 @@ from metrics import colour_shift, landmark_distance, matching_face, psnr_y, regi
 from niqe import NaturalnessModel
 from quality_methods import (
     AlignedRestorer,
+    AutomaticRestorer,
     Bicubic,
     Degraded,
     FullPipeline,
@@ -37,6 +38,7 @@ from quality_methods import (
 )
 from quality_report import (
     Record,
+    auto_table,
     contact_sheet,
     detection_line,
     machine,
@@ -70,6 +72,7 @@ class Settings:
     sheet_side: int
     seed: int = 2024
     quick: bool = False
+    subsets: tuple[str, ...] = ("random", *SEVERITIES)
 
 
 FULL = Settings(
@@ -161,9 +164,9 @@ def plan(settings: Settings, face_count: int) -> list[PlanItem]:
     """Quick mode gives each subset its own face; the full run draws a random degradation for every face and
     applies each fixed severity to the same evenly spread faces. The pipeline runs on an even spread too."""
     if settings.quick:
-        return [PlanItem(i % face_count, s, True) for i, s in enumerate(("random", *SEVERITIES))]
+        return [PlanItem(i % face_count, s, True) for i, s in enumerate(settings.subsets)]
     items = []
-    for subset in ("random", *SEVERITIES):
+    for subset in settings.subsets:
         faces = spread(face_count, settings.random_faces if subset == "random" else settings.severity_faces)
         with_pipeline = {faces[i] for i in spread(len(faces), settings.pipeline_per_subset)}
         items += [PlanItem(face, subset, face in with_pipeline) for face in faces]
@@ -372,6 +375,12 @@ def report_markdown(document: Record, sheet: str, real_sheet_name: str | None) -
         "",
         winners(document["summary"]),
         "",
+        "The automatic choice (`--face-model auto --blend auto`: each face's analysis picks the restorer "
+        "and its strength) against the best single method of each set, on the same images, and against "
+        "the input:",
+        "",
+        auto_table(document["images"], AutomaticRestorer.name, Bicubic.name),
+        "",
         detection_line(document["images"], document["pipeline_method"]),
         "",
         "Real degraded sets (no ground truth), before and after the default restorer "
@@ -421,24 +430,46 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--shared", help="the shared data folder (default: FACERESTORE_SHARED or ../shared)")
     parser.add_argument("--docs", type=Path, help="also write the '## Quality' section and its pictures here")
     parser.add_argument("--seed", type=int, default=FULL.seed)
+    parser.add_argument(
+        "--subsets", help=f"comma-separated sets to run (default all: {', '.join(('random', *SEVERITIES))})"
+    )
+    parser.add_argument("--faces", type=int, help="faces per set (default: all for random, 8 per severity)")
     return parser.parse_args(argv)
 
 
 def command_line(args: argparse.Namespace) -> str:
     options = (" --quick" if args.quick else "") + (f" --docs {args.docs}" if args.docs else "")
+    options += (f" --subsets {args.subsets}" if args.subsets else "") + (
+        f" --faces {args.faces}" if args.faces else ""
+    )
     return "python benchmarks/quality.py" + options
+
+
+def chosen_settings(args: argparse.Namespace) -> Settings:
+    settings = replace(QUICK if args.quick else FULL, seed=args.seed)
+    if args.faces:
+        settings = replace(settings, random_faces=args.faces, severity_faces=args.faces)
+    if args.subsets:
+        settings = replace(settings, subsets=tuple(args.subsets.split(",")))
+    return settings
 
 
 def build_methods() -> tuple[list[Method], list[str], FullPipeline]:
     runnable, skipped = restorer_models()
     pipeline = FullPipeline("auto")
-    methods: list[Method] = [Bicubic(), LanczosUnsharp(), *(AlignedRestorer(m) for m in runnable), pipeline]
+    methods: list[Method] = [
+        Bicubic(),
+        LanczosUnsharp(),
+        *(AlignedRestorer(m) for m in runnable),
+        pipeline,
+        AutomaticRestorer(),
+    ]
     return methods, skipped, pipeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = replace(QUICK if args.quick else FULL, seed=args.seed)
+    settings = chosen_settings(args)
     started = time.perf_counter()
     info = machine()
     print(f"facerestore quality benchmark, {machine_line(info)}", flush=True)

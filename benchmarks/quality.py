@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import dlib_identity
 import numpy as np
 from degradations import SEVERITIES, Degradation, degrade_lowres, random_degradation, sample_rng, upsample
 from learned_metrics import LearnedMetrics, frechet_distance
@@ -119,6 +120,7 @@ class Context:
     detector: Any
     naturalness: NaturalnessModel
     learned: LearnedMetrics
+    dlib_identity: dlib_identity.DlibIdentity | None
     truth_faces: dict[int, Face | None] = field(default_factory=dict)
     sheet_rows: list[tuple[str, str, list[tuple[str, np.ndarray]]]] = field(default_factory=list)
     inception: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
@@ -221,6 +223,8 @@ def measure(context: Context, sample: Sample, output: np.ndarray, truth: Face | 
         figures["lpips"] = learned.lpips(output, sample.truth)
     if learned.identity and truth is not None:
         figures["identity"] = learned.identity(output, sample.truth, truth)
+    if context.dlib_identity and truth is not None:
+        figures["id_distance"] = context.dlib_identity(output, sample.truth, truth)
     return figures
 
 
@@ -343,7 +347,12 @@ METHOD_NOTES = """\
 - ΔE: mean CIE76 ΔE between input and output after a low-pass (σ = side/32): colour and lighting shift.
 - NIQE: NIQE-style distance to a multivariate Gaussian of natural-scene statistics fitted on the sharp faces
   (lower is more natural; the ground-truth rows are in-sample, so a floor).
-- Seam: gradient across the paste border vs around it, relative to the unrestored picture (1.0 = no seam)."""
+- Seam: gradient across the paste border vs around it, relative to the unrestored picture (1.0 = no seam).
+- id dist: Euclidean distance between dlib's face descriptors of output and ground truth, both aligned with
+  the ground truth's landmarks (0 = same picture; dlib calls faces under 0.6 the same person); with the
+  `identity` extra installed (`benchmarks/dlib_identity.py`).
+- `auto (aligned)`: the aligned path with `--face-model auto --blend auto`: each face's analysis
+  (`facerestore analyze`) picks the restorer and the blend strength."""
 
 
 def protocol_line(seed: int, face_count: int, size: int) -> str:
@@ -433,7 +442,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--subsets", help=f"comma-separated sets to run (default all: {', '.join(('random', *SEVERITIES))})"
     )
-    parser.add_argument("--faces", type=int, help="faces per set (default: all for random, 8 per severity)")
+    parser.add_argument(
+        "--faces", type=int, help="faces per set (default: all for random, 8 per severity and real set)"
+    )
     return parser.parse_args(argv)
 
 
@@ -448,7 +459,9 @@ def command_line(args: argparse.Namespace) -> str:
 def chosen_settings(args: argparse.Namespace) -> Settings:
     settings = replace(QUICK if args.quick else FULL, seed=args.seed)
     if args.faces:
-        settings = replace(settings, random_faces=args.faces, severity_faces=args.faces)
+        settings = replace(
+            settings, random_faces=args.faces, severity_faces=args.faces, real_per_set=args.faces
+        )
     if args.subsets:
         settings = replace(settings, subsets=tuple(args.subsets.split(",")))
     return settings
@@ -479,7 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     methods, skipped_models, pipeline = build_methods()
     naturalness = NaturalnessModel.fit([read_rgb(p, settings.size) for p in paths])
-    context = Context(settings, methods, create_detector("retinaface"), naturalness, LearnedMetrics.load())
+    identity, identity_skipped = dlib_identity.load()
+    context = Context(
+        settings, methods, create_detector("retinaface"), naturalness, LearnedMetrics.load(), identity
+    )
     items = plan(settings, len(paths))
     reals = real_images(shared, settings)
     default_restorer = next(
@@ -509,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pipeline_method": pipeline.name,
         "real_method": default_restorer.name,
         "skipped_models": skipped_models,
-        "skipped_metrics": context.learned.skipped,
+        "skipped_metrics": context.learned.skipped + ([identity_skipped] if identity_skipped else []),
         "niqe_model_patches": naturalness.patch_count,
         "summary": summary,
         "images": records,

@@ -86,7 +86,11 @@ class AutomaticRestorer:
         result = self.restorer.restore(picture_from_array(degraded.image))
         [face] = result.faces
         damage = face.analysis.advice.damage.value if face.analysis else "unknown"
-        extras = {"chosen": face.model, "blend": face.blend, "damage": damage}
+        extras: dict[str, float | bool | int | str] = {
+            "chosen": face.model,
+            "blend": face.blend,
+            "damage": damage,
+        }
         return MethodOutput(result.picture.pixels, extras)
 
 

@@ -82,6 +82,7 @@ COLUMNS = (
     Column("seam", "seam ↓", 3),
     Column("lpips", "LPIPS ↓", 3),
     Column("identity", "identity ↑", 3),
+    Column("id_distance", "id dist ↓", 3),
     Column("fid", "FID ↓", 1),
     Column("seconds", "s/img", 2),
 )

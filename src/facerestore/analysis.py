@@ -294,6 +294,24 @@ WITHOUT_PRIOR: dict[Damage, tuple[str | None, float]] = {
 }
 
 
+@dataclass(frozen=True)
+class PictureAnalysis:
+    """A picture's faces, each with its analysis, and the scale 'auto' would choose for the picture."""
+
+    faces: tuple[tuple[Face, FaceAnalysis], ...]
+    scale: float
+
+    def to_dict(self) -> dict[str, object]:
+        faces = [{**face.to_dict(), "analysis": analysis.to_dict()} for face, analysis in self.faces]
+        return {"scale": self.scale, "faces": faces}
+
+
+def analyse_picture(picture: Picture, faces: Sequence[Face]) -> PictureAnalysis:
+    analyses = analyse_faces(picture, faces)
+    scale = auto_scale((picture.width, picture.height), analyses)
+    return PictureAnalysis(tuple(zip(faces, analyses, strict=True)), scale)
+
+
 def analyse_faces(picture: Picture, faces: Sequence[Face]) -> tuple[FaceAnalysis, ...]:
     """Measures each face and advises on it, among the face models installed now."""
     installed = tuple(entry.name for entry in registry.entries() if registry.is_installed(entry))

@@ -14,7 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from facerestore import batch, checkpoints, registry
-from facerestore.analysis import analyse_faces, auto_scale
+from facerestore.analysis import analyse_picture
 from facerestore.arguments import add_options, flag_for, options_from
 from facerestore.errors import FaceRestoreError
 from facerestore.image_io import Picture, load_image
@@ -201,14 +201,7 @@ def _show_detected(input: str, size: list[int], faces: list[dict[str, Any]]) -> 
 
 
 def _analysed(restorer: Restorer, picture: Picture) -> dict[str, Any]:
-    faces = restorer.detect(picture)
-    analyses = analyse_faces(picture, faces)
-    return {
-        "scale": auto_scale((picture.width, picture.height), analyses),
-        "faces": [
-            {**face.to_dict(), "analysis": a.to_dict()} for face, a in zip(faces, analyses, strict=True)
-        ],
-    }
+    return analyse_picture(picture, restorer.detect(picture)).to_dict()
 
 
 def _show_analysed(input: str, size: list[int], scale: float, faces: list[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import dlib_identity
 import numpy as np
 from degradations import SEVERITIES, Degradation, degrade_lowres, random_degradation, sample_rng, upsample
 from learned_metrics import LearnedMetrics, frechet_distance
@@ -28,6 +29,7 @@ from metrics import colour_shift, landmark_distance, matching_face, psnr_y, regi
 from niqe import NaturalnessModel
 from quality_methods import (
     AlignedRestorer,
+    AutomaticRestorer,
     Bicubic,
     Degraded,
     FullPipeline,
@@ -37,6 +39,7 @@ from quality_methods import (
 )
 from quality_report import (
     Record,
+    auto_table,
     contact_sheet,
     detection_line,
     machine,
@@ -70,6 +73,7 @@ class Settings:
     sheet_side: int
     seed: int = 2024
     quick: bool = False
+    subsets: tuple[str, ...] = ("random", *SEVERITIES)
 
 
 FULL = Settings(
@@ -116,6 +120,7 @@ class Context:
     detector: Any
     naturalness: NaturalnessModel
     learned: LearnedMetrics
+    dlib_identity: dlib_identity.DlibIdentity | None
     truth_faces: dict[int, Face | None] = field(default_factory=dict)
     sheet_rows: list[tuple[str, str, list[tuple[str, np.ndarray]]]] = field(default_factory=list)
     inception: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
@@ -161,9 +166,9 @@ def plan(settings: Settings, face_count: int) -> list[PlanItem]:
     """Quick mode gives each subset its own face; the full run draws a random degradation for every face and
     applies each fixed severity to the same evenly spread faces. The pipeline runs on an even spread too."""
     if settings.quick:
-        return [PlanItem(i % face_count, s, True) for i, s in enumerate(("random", *SEVERITIES))]
+        return [PlanItem(i % face_count, s, True) for i, s in enumerate(settings.subsets)]
     items = []
-    for subset in ("random", *SEVERITIES):
+    for subset in settings.subsets:
         faces = spread(face_count, settings.random_faces if subset == "random" else settings.severity_faces)
         with_pipeline = {faces[i] for i in spread(len(faces), settings.pipeline_per_subset)}
         items += [PlanItem(face, subset, face in with_pipeline) for face in faces]
@@ -218,6 +223,8 @@ def measure(context: Context, sample: Sample, output: np.ndarray, truth: Face | 
         figures["lpips"] = learned.lpips(output, sample.truth)
     if learned.identity and truth is not None:
         figures["identity"] = learned.identity(output, sample.truth, truth)
+    if context.dlib_identity and truth is not None:
+        figures["id_distance"] = context.dlib_identity(output, sample.truth, truth)
     return figures
 
 
@@ -340,7 +347,12 @@ METHOD_NOTES = """\
 - ΔE: mean CIE76 ΔE between input and output after a low-pass (σ = side/32): colour and lighting shift.
 - NIQE: NIQE-style distance to a multivariate Gaussian of natural-scene statistics fitted on the sharp faces
   (lower is more natural; the ground-truth rows are in-sample, so a floor).
-- Seam: gradient across the paste border vs around it, relative to the unrestored picture (1.0 = no seam)."""
+- Seam: gradient across the paste border vs around it, relative to the unrestored picture (1.0 = no seam).
+- id dist: Euclidean distance between dlib's face descriptors of output and ground truth, both aligned with
+  the ground truth's landmarks (0 = same picture; dlib calls faces under 0.6 the same person); with the
+  `identity` extra installed (`benchmarks/dlib_identity.py`).
+- `auto (aligned)`: the aligned path with `--face-model auto --blend auto`: each face's analysis
+  (`facerestore analyze`) picks the restorer and the blend strength."""
 
 
 def protocol_line(seed: int, face_count: int, size: int) -> str:
@@ -371,6 +383,12 @@ def report_markdown(document: Record, sheet: str, real_sheet_name: str | None) -
         markdown_table(document["summary"]),
         "",
         winners(document["summary"]),
+        "",
+        "The automatic choice (`--face-model auto --blend auto`: each face's analysis picks the restorer "
+        "and its strength) against the best single method of each set, on the same images, and against "
+        "the input:",
+        "",
+        auto_table(document["images"], AutomaticRestorer.name, Bicubic.name),
         "",
         detection_line(document["images"], document["pipeline_method"]),
         "",
@@ -421,24 +439,50 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--shared", help="the shared data folder (default: FACERESTORE_SHARED or ../shared)")
     parser.add_argument("--docs", type=Path, help="also write the '## Quality' section and its pictures here")
     parser.add_argument("--seed", type=int, default=FULL.seed)
+    parser.add_argument(
+        "--subsets", help=f"comma-separated sets to run (default all: {', '.join(('random', *SEVERITIES))})"
+    )
+    parser.add_argument(
+        "--faces", type=int, help="faces per set (default: all for random, 8 per severity and real set)"
+    )
     return parser.parse_args(argv)
 
 
 def command_line(args: argparse.Namespace) -> str:
     options = (" --quick" if args.quick else "") + (f" --docs {args.docs}" if args.docs else "")
+    options += (f" --subsets {args.subsets}" if args.subsets else "") + (
+        f" --faces {args.faces}" if args.faces else ""
+    )
     return "python benchmarks/quality.py" + options
+
+
+def chosen_settings(args: argparse.Namespace) -> Settings:
+    settings = replace(QUICK if args.quick else FULL, seed=args.seed)
+    if args.faces:
+        settings = replace(
+            settings, random_faces=args.faces, severity_faces=args.faces, real_per_set=args.faces
+        )
+    if args.subsets:
+        settings = replace(settings, subsets=tuple(args.subsets.split(",")))
+    return settings
 
 
 def build_methods() -> tuple[list[Method], list[str], FullPipeline]:
     runnable, skipped = restorer_models()
     pipeline = FullPipeline("auto")
-    methods: list[Method] = [Bicubic(), LanczosUnsharp(), *(AlignedRestorer(m) for m in runnable), pipeline]
+    methods: list[Method] = [
+        Bicubic(),
+        LanczosUnsharp(),
+        *(AlignedRestorer(m) for m in runnable),
+        pipeline,
+        AutomaticRestorer(),
+    ]
     return methods, skipped, pipeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = replace(QUICK if args.quick else FULL, seed=args.seed)
+    settings = chosen_settings(args)
     started = time.perf_counter()
     info = machine()
     print(f"facerestore quality benchmark, {machine_line(info)}", flush=True)
@@ -448,7 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     methods, skipped_models, pipeline = build_methods()
     naturalness = NaturalnessModel.fit([read_rgb(p, settings.size) for p in paths])
-    context = Context(settings, methods, create_detector("retinaface"), naturalness, LearnedMetrics.load())
+    identity, identity_skipped = dlib_identity.load()
+    context = Context(
+        settings, methods, create_detector("retinaface"), naturalness, LearnedMetrics.load(), identity
+    )
     items = plan(settings, len(paths))
     reals = real_images(shared, settings)
     default_restorer = next(
@@ -478,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pipeline_method": pipeline.name,
         "real_method": default_restorer.name,
         "skipped_models": skipped_models,
-        "skipped_metrics": context.learned.skipped,
+        "skipped_metrics": context.learned.skipped + ([identity_skipped] if identity_skipped else []),
         "niqe_model_patches": naturalness.patch_count,
         "summary": summary,
         "images": records,

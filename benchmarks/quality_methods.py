@@ -29,7 +29,7 @@ class Degraded:
 @dataclass
 class MethodOutput:
     image: np.ndarray
-    extras: dict[str, float | bool | int] = field(default_factory=dict)
+    extras: dict[str, float | bool | int | str] = field(default_factory=dict)
 
 
 class Method(Protocol):
@@ -70,6 +70,28 @@ class AlignedRestorer:
     def run(self, degraded: Degraded) -> MethodOutput:
         result = self.restorer.restore(picture_from_array(degraded.image))
         return MethodOutput(result.picture.pixels, {"crop_size": result.faces[0].crop_size})
+
+
+class AutomaticRestorer:
+    """The engine's automatic choice (``--face-model auto --blend auto``) through the aligned-crop path at 1x:
+    each face's analysis picks the restorer and how strongly it is blended in."""
+
+    name = "auto (aligned)"
+
+    def __init__(self) -> None:
+        options = RestoreOptions(scale=1, blend="auto", bg_upsampler="none", aligned=True)
+        self.restorer = Restorer(options)
+
+    def run(self, degraded: Degraded) -> MethodOutput:
+        result = self.restorer.restore(picture_from_array(degraded.image))
+        [face] = result.faces
+        damage = face.analysis.advice.damage.value if face.analysis else "unknown"
+        extras: dict[str, float | bool | int | str] = {
+            "chosen": face.model,
+            "blend": face.blend,
+            "damage": damage,
+        }
+        return MethodOutput(result.picture.pixels, extras)
 
 
 @cache
@@ -118,7 +140,7 @@ class FullPipeline:
         result = self.restorer.restore(picture_from_array(canvas))
         output = result.picture.pixels
         record = _face_in(result.faces, inner)
-        extras: dict[str, float | bool | int] = {
+        extras: dict[str, float | bool | int | str] = {
             "pipeline_detected": record is not None,
             "faces_in_canvas": len(result.faces),
         }

@@ -82,6 +82,7 @@ COLUMNS = (
     Column("seam", "seam ↓", 3),
     Column("lpips", "LPIPS ↓", 3),
     Column("identity", "identity ↑", 3),
+    Column("id_distance", "id dist ↓", 3),
     Column("fid", "FID ↓", 1),
     Column("seconds", "s/img", 2),
 )
@@ -144,6 +145,42 @@ def _best(rows: Sequence[Record], key: str, higher: bool) -> str:
         return "–"
     sign = 1.0 if higher else -1.0
     return str(max(valid, key=lambda r: sign * r[key])["method"])
+
+
+AUTO_MARGIN_DB = 0.3  # the automatic choice must come within this of the best single method (issue 13)
+
+
+def auto_table(records: Sequence[Record], auto: str, baseline: str) -> str:
+    """Per set: the automatic choice against the best single method on the same images (the pipeline runs on
+    fewer), and against the input (``baseline``). PSNR in dB."""
+    lines = [
+        "| set | n | auto PSNR | best single method (n) | its PSNR | auto − best | auto − input | met |",
+        "|---|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for subset in SUBSETS:
+        chosen = [r for r in records if r["subset"] == subset and auto in r["methods"]]
+        if not chosen:
+            continue
+        others = {m for r in chosen for m in r["methods"]} - {auto}
+        gaps = {method: _psnr_gap(chosen, auto, method) for method in sorted(others)}
+        best = min(gaps, key=lambda method: gaps[method][0])
+        gap, shared, best_psnr = gaps[best]
+        to_input = _psnr_gap(chosen, auto, baseline)[0]
+        met = gap >= -AUTO_MARGIN_DB and (subset != "clean" or to_input >= 0)
+        auto_psnr = finite_mean(r["methods"][auto]["psnr"] for r in chosen) or 0.0
+        lines.append(
+            f"| {subset} | {len(chosen)} | {auto_psnr:.2f} | {best} ({shared}) | {best_psnr:.2f} | "
+            f"{gap:+.2f} | {to_input:+.2f} | {'yes' if met else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def _psnr_gap(records: Sequence[Record], auto: str, method: str) -> tuple[float, int, float]:
+    """Mean PSNR of ``auto`` minus ``method``'s over the images both ran on, their count, and the method's."""
+    shared = [r["methods"] for r in records if method in r["methods"]]
+    theirs = finite_mean(m[method]["psnr"] for m in shared) or 0.0
+    ours = finite_mean(m[auto]["psnr"] for m in shared) or 0.0
+    return ours - theirs, len(shared), theirs
 
 
 def detection_line(records: Sequence[Record], pipeline: str | None) -> str:

@@ -22,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import degradations  # noqa: E402
+import dlib_identity  # noqa: E402
 import learned_metrics  # noqa: E402
 import metrics  # noqa: E402
 import niqe  # noqa: E402
@@ -303,3 +304,19 @@ def test_quick_benchmark_runs_and_writes_sane_outputs(shared_dir: Path, tmp_path
         sheet = cv2.imread(str(out / name))
         assert sheet is not None and sheet.std() > 10
         assert sheet.shape[0] >= rows * tile and sheet.shape[1] >= columns * tile, (name, sheet.shape)
+
+
+def test_dlib_identity_distance_tells_people_apart(shared_dir: Path) -> None:
+    """With the identity extra: the same face is at 0, a blurred copy stays under dlib's same-person limit,
+    another person is beyond it."""
+    metric, why = dlib_identity.load()
+    if metric is None:
+        pytest.skip(why)
+    detector = create_detector("retinaface")
+    first, other = (
+        quality.read_rgb(shared_dir / "data/hq/ffhq" / name, 512) for name in ("00002.png", "00004.png")
+    )
+    face = max(detect_faces(detector, first), key=lambda found: found.width)
+    assert metric(first, first, face) == pytest.approx(0.0, abs=1e-6)
+    assert metric(cv2.GaussianBlur(first, (0, 0), 2), first, face) < dlib_identity.SAME_PERSON
+    assert metric(other, first, face) > dlib_identity.SAME_PERSON

@@ -119,6 +119,8 @@ def test_restore_compare_and_download(page: Any, two_portraits: Path, tmp_path: 
     page.wait_for_selector("#progress-panel:not([hidden])")
     page.wait_for_selector("#result-panel:not([hidden])", timeout=RESULT_TIMEOUT_MS)
     assert page.locator("#faces li").count() == 2
+    analyses = page.locator("#faces .face-analysis")
+    assert analyses.count() == 2 and "px wide, detail of a" in analyses.first.inner_text()
     assert page.locator("#message").is_hidden()
 
     drag_divider(page, 0.25)

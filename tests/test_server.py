@@ -255,7 +255,8 @@ def test_openapi_describes_every_endpoint(api: httpx.Client) -> None:
     spec = api.get("/v1/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     expected = {
-        "/v1/health", "/v1/ready", "/v1/models", "/v1/detect", "/v1/restore", "/v1/jobs", "/v1/jobs/{job_id}",
+        "/v1/health", "/v1/ready", "/v1/models", "/v1/detect", "/v1/analyze", "/v1/restore", "/v1/jobs",
+        "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/input",
         "/v1/jobs/{job_id}/faces/{index}/{side}", "/v1/jobs/{job_id}/frame",
     }  # fmt: skip
@@ -342,6 +343,18 @@ def test_detect_faces(api: httpx.Client, photos: Photos) -> None:
     assert set(face["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
     largest = api.post("/v1/detect", files=upload(photos.pair), data={"only_largest_face": "true"}).json()
     assert len(largest["faces"]) == 1
+
+
+def test_analyze_faces(api: httpx.Client, photos: Photos) -> None:
+    response = api.post("/v1/analyze", files=upload(photos.pair), data={"only_largest_face": "true"})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert (found["width"], found["height"]) == (700, 464) and 1 <= found["scale"] <= 4
+    [face] = found["faces"]
+    analysis = face["analysis"]
+    assert 0 < analysis["effective_width"] <= analysis["width"] and analysis["jpeg_quality"] is not None
+    assert analysis["advice"]["outcome"]
+    assert_json_error(api.post("/v1/analyze", files=upload(b"not an image")), 422, "not a supported image")
 
 
 def test_content_is_sniffed_not_the_name_or_type(api: httpx.Client, photos: Photos) -> None:

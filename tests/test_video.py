@@ -158,6 +158,16 @@ def test_frames_over_the_pixel_limit_are_refused(
     assert not (tmp_path / "steady.mp4").exists()
 
 
+def test_a_clip_needs_a_numeric_scale(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """'auto' resolves per picture; a clip's frames need one size, so it is refused in one line."""
+    code, err = run(capsys, "restore", str(clips["steady"]), "-o", str(tmp_path), "--scale", "auto", *FAST)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "--scale auto is for still pictures" in errors[0], err
+    assert not (tmp_path / "steady.mp4").exists()
+
+
 def test_a_phone_clip_keeps_its_rotation_and_its_faces_are_found(
     capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
 ) -> None:

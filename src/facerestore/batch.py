@@ -51,7 +51,8 @@ class ImageRecord:
     output: str | None = None
     size_in: list[int] | None = None
     size_out: list[int] | None = None
-    faces: list[dict[str, Any]] = field(default_factory=list)
+    scale: float | None = None  # the scale applied ('auto' resolved)
+    faces: list[dict[str, Any]] = field(default_factory=list)  # each with its analysis
     face_model: str | None = None
     bg_upsampler: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -231,6 +232,7 @@ def _restore_picture(
     _save_extras(result, picture, job, options)
     record.output = str(job.target)
     record.size_out = [result.picture.width, result.picture.height]
+    record.scale = result.scale
     record.faces = [face.to_dict() for face in result.faces]
     record.face_model, record.bg_upsampler = result.face_model, result.bg_upsampler
 

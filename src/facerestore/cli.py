@@ -7,16 +7,17 @@ import io
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from facerestore import batch, checkpoints, registry
+from facerestore.analysis import analyse_picture
 from facerestore.arguments import add_options, flag_for, options_from
 from facerestore.errors import FaceRestoreError, OptionError, option
-from facerestore.image_io import load_image
+from facerestore.image_io import Picture, load_image
 from facerestore.options import BatchOptions, DetectionOptions, Options, RestoreOptions
 from facerestore.pipeline import ProgressCallback, Restorer
 from facerestore.restoration import auto_fallback_note, resolve_face_model
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", action="store_true", help="print JSON records")
     add_options(detect, RestoreOptions, only=DETECT_OPTIONS)
     add_options(detect, BatchOptions, only=("max_pixels",))
+    analyze = commands.add_parser(
+        "analyze", help="measure each face (size, pose, blur, noise, JPEG) and advise how to restore it"
+    )
+    analyze.add_argument("inputs", nargs="+")
+    analyze.add_argument("--json", action="store_true", help="print JSON records")
+    add_options(analyze, RestoreOptions, only=DETECT_OPTIONS)
+    add_options(analyze, BatchOptions, only=("max_pixels",))
     models = commands.add_parser("models", help="list, download or import models")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     listing = model_commands.add_parser("list", help="what is installed, what can be downloaded")
@@ -211,7 +219,13 @@ def _summarise(records: Sequence[batch.ImageRecord], output: BatchOptions) -> No
     )
 
 
-def _cmd_detect(args: argparse.Namespace) -> int:
+def _for_each_picture(
+    args: argparse.Namespace,
+    describe: Callable[[Restorer, Picture], dict[str, Any]],
+    show: Callable[..., None],
+) -> int:
+    """Runs ``describe`` on every input picture: a record each, printed by ``show`` or as one JSON list; one
+    error line per bad file, and the rest go on."""
     restorer = Restorer(options_from(args, RestoreOptions))
     max_pixels: int = getattr(args, "max_pixels", BatchOptions.model_fields["max_pixels"].default)
     records: list[dict[str, Any]] = []
@@ -219,12 +233,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     for source, _ in batch.expand_inputs(args.inputs):
         try:
             picture = load_image(source, max_pixels=max_pixels)
-            faces = [face.to_dict() for face in restorer.detect(picture)]
-            records.append({"input": str(source), "size": [picture.width, picture.height], "faces": faces})
+            record = {"input": str(source), "size": [picture.width, picture.height]}
+            records.append({**record, **describe(restorer, picture)})
             if not args.json:
-                print(f"{source}: {len(faces)} face(s)")
-                for face in faces:
-                    print(f"  box {face['box']} score {face['score']}")
+                show(**records[-1])
         except FaceRestoreError as error:
             failures += 1
             records.append({"input": str(source), "error": str(error)})
@@ -232,6 +244,44 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
     return 1 if failures else 0
+
+
+def _detected(restorer: Restorer, picture: Picture) -> dict[str, Any]:
+    return {"faces": [face.to_dict() for face in restorer.detect(picture)]}
+
+
+def _show_detected(input: str, size: list[int], faces: list[dict[str, Any]]) -> None:
+    print(f"{input}: {len(faces)} face(s)")
+    for face in faces:
+        print(f"  box {face['box']} score {face['score']}")
+
+
+def _analysed(restorer: Restorer, picture: Picture) -> dict[str, Any]:
+    return analyse_picture(picture, restorer.detect(picture)).to_dict()
+
+
+def _show_analysed(input: str, size: list[int], scale: float, faces: list[dict[str, Any]]) -> None:
+    print(f"{input}: {size[0]}x{size[1]}, {len(faces)} face(s), scale auto would choose {scale:g}x")
+    for index, face in enumerate(faces, 1):
+        found, advice = face["analysis"], face["analysis"]["advice"]
+        pose = f"yaw {found['yaw']:+.0f}, roll {found['roll']:+.0f} degrees"
+        quality = f", JPEG quality {found['jpeg_quality']}" if found["jpeg_quality"] else ""
+        detail = f"detail of a {found['effective_width']:.0f} px face, noise {found['noise']:.1f}{quality}"
+        print(f"  face {index}: {found['width']:.0f} px wide, {pose}; {detail}")
+        restorer = advice["face_model"] or "none (keep as it is)"
+        better = f"; better: facerestore models download {advice['download']}" if advice["download"] else ""
+        damage = advice["damage"].replace("none", "no")
+        strength = f"strength {advice['strength']:g}, scale {advice['scale']:g}x"
+        print(f"    {damage} damage: {restorer} at {strength}{better}")
+        print(f"    expected: {advice['outcome']}")
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    return _for_each_picture(args, _detected, _show_detected)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    return _for_each_picture(args, _analysed, _show_analysed)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -282,7 +332,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"restore": _cmd_restore, "detect": _cmd_detect, "models": _cmd_models, "serve": _cmd_serve}
+COMMANDS = {
+    "restore": _cmd_restore,
+    "detect": _cmd_detect,
+    "analyze": _cmd_analyze,
+    "models": _cmd_models,
+    "serve": _cmd_serve,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

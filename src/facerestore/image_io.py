@@ -86,6 +86,7 @@ class Picture:
     source_format: str = "PNG"
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    jpeg_tables: tuple[tuple[int, ...], ...] | None = None  # a JPEG file's quantization tables, natural order
 
     def __post_init__(self) -> None:
         pixels, alpha = self.pixels, self.alpha
@@ -196,7 +197,18 @@ def _decode(data: bytes, max_pixels: int, name: str) -> Picture:
         exif, orientation = _exif_and_orientation(img)
         # An MPO is a JPEG with more pictures after the photo (previews, a stereo partner).
         source_format = "JPEG" if img.format == "MPO" else img.format or "UNKNOWN"
-        return _upright_picture(color, alpha, orientation, source_format, img.info.get("icc_profile"), exif)
+        picture = _upright_picture(
+            color, alpha, orientation, source_format, img.info.get("icc_profile"), exif
+        )
+        return dataclasses.replace(picture, jpeg_tables=_jpeg_tables(img))
+
+
+def _jpeg_tables(img: Image.Image) -> tuple[tuple[int, ...], ...] | None:
+    """The quantization tables (Pillow gives them in natural order) of a JPEG, in table-id order."""
+    tables = getattr(img, "quantization", None)
+    if img.format not in ("JPEG", "MPO") or not tables:
+        return None
+    return tuple(tuple(int(value) for value in tables[key]) for key in sorted(tables))
 
 
 def _decode_float_tiff(

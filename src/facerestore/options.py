@@ -7,6 +7,7 @@ fields, their validation and the OpenAPI description, and the web page its choic
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,40 @@ class Choices:
         raise PydanticCustomError("choice", reason)
 
 
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class NumberOrAuto:
+    """A number from ``minimum`` to ``maximum``, or 'auto': chosen per picture from its faces' analysis.
+    The JSON schema keeps the range at its top level (it constrains numbers only), as a plain number's."""
+
+    minimum: float
+    maximum: float
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            self._check, json_schema_input_schema=core_schema.float_schema()
+        )
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        number, auto = {"type": "number"}, {"type": "string", "enum": [AUTO]}
+        return {"anyOf": [number, auto], "minimum": self.minimum, "maximum": self.maximum}
+
+    def _check(self, value: object) -> float | str:
+        if value == AUTO:
+            return AUTO
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = math.nan
+        if not self.minimum <= number <= self.maximum:  # also refuses nan and inf
+            raise PydanticCustomError(
+                "number_or_auto", f"must be {AUTO} or a number from {self.minimum:g} to {self.maximum:g}"
+            )
+        return number
+
+
 def _names(purpose: registry.Purpose) -> tuple[str, ...]:
     return tuple(entry.name for entry in registry.entries(purpose))
 
@@ -111,8 +146,11 @@ class DetectionOptions(Options):
 
 
 class RestoreOptions(Options):
-    scale: Annotated[float, Field(ge=1, le=MAX_SCALE), Expose(flags=("-s", "--scale"))] = 2.0
-    """output scale, any factor from 1 to 8"""
+    scale: Annotated[float | Literal["auto"], NumberOrAuto(1, MAX_SCALE), Expose(flags=("-s", "--scale"))] = (
+        2.0
+    )
+    """output scale, any factor from 1 to 8, or auto: from the smallest important face (under 100 px wide:
+    4x, up to 300 px: 2x, larger: 2x or less, keeping the result within 24 megapixels)"""
     face_model: Annotated[str, Choices("face model", FACE_MODELS, _not_a_face_model)] = "auto"
     """face restorer: auto (best installed face prior, else realesrgan-x4plus) or a model name; codeformer
     and gpen-* are licensed for non-commercial use only"""
@@ -120,8 +158,9 @@ class RestoreOptions(Options):
     """a face model file to use instead of the model folder (face_model names the model it holds)"""
     fidelity: Annotated[float, Field(ge=0, le=1)] = 0.5
     """CodeFormer only: 0 = strongest restoration, 1 = closest to the input"""
-    blend: Annotated[float, Field(ge=0, le=1)] = 1.0
-    """mix of restored (1) and original (0) face"""
+    blend: Annotated[float | Literal["auto"], NumberOrAuto(0, 1)] = 1.0
+    """mix of restored (1) and original (0) face, or auto: from each face's measured damage (a sharp, clean
+    face is kept as it is)"""
     color_fix: bool = True
     """keep the photo's colours in restored faces (off: the model's own colours)"""
     bg_upsampler: Annotated[str, Choices("background upsampler", ("auto", *BG_UPSAMPLERS))] = "auto"

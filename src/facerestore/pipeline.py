@@ -8,6 +8,7 @@ threads); each call's data flows through the stage functions as values and comes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,11 +28,12 @@ from facerestore.alignment import (
     face_scale,
     rescale_affine,
 )
+from facerestore.analysis import FaceAnalysis, analyse_faces, auto_scale
 from facerestore.blending import keep_native_detail, looks_gray, match_colour, paste_face, to_gray
 from facerestore.detection import Face, SingleScaleDetector, detect_faces
 from facerestore.image_io import Picture
 from facerestore.networks import Networks
-from facerestore.options import RestoreOptions
+from facerestore.options import AUTO, RestoreOptions
 from facerestore.pixels import from_float, output_size, resize, to_float
 from facerestore.restoration import FaceRestorer, resolve_face_model
 from facerestore.upscaling import BackgroundUpscaler, Precision
@@ -46,9 +48,11 @@ SAW_ENOUGH = 0.8  # a restorer that saw at least this share of a face's own pixe
 @dataclass(frozen=True)
 class RestoredFace:
     face: Face
-    model: str
+    model: str  # 'none': the face was left as it was
     crop_size: int
     upscaled_first: bool
+    blend: float = 1.0
+    analysis: FaceAnalysis | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +60,8 @@ class RestoredFace:
             "model": self.model,
             "crop_size": self.crop_size,
             "upscaled_first": self.upscaled_first,
+            "blend": round(self.blend, 3),
+            "analysis": self.analysis.to_dict() if self.analysis else None,
         }
 
 
@@ -67,6 +73,7 @@ class RestoreResult:
     bg_upsampler: str
     timings: dict[str, float]
     crops: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # (before, after) RGB uint8, when asked for
+    scale: float = 1.0  # the scale applied ('auto' resolved)
 
 
 def resolve_bg_upsampler(name: str, device: str) -> str:
@@ -112,6 +119,37 @@ class Plan:
         precision = resolve_bg_precision(options.bg_precision, upsampler, options.device)
         face_precision = resolve_face_precision(face_model.name, options.device)
         return cls(face_model, face_precision, upsampler, precision)
+
+    def for_picture(
+        self, options: RestoreOptions, size: tuple[int, int], analyses: Sequence[FaceAnalysis]
+    ) -> PictureSettings:
+        """The options' per-picture 'auto' values resolved from its faces' analyses; ``size`` is (width,
+        height)."""
+        scale = auto_scale(size, analyses) if options.scale == AUTO else float(options.scale)
+        return PictureSettings(scale, tuple(self._face_settings(options, a) for a in analyses))
+
+    def _face_settings(self, options: RestoreOptions, analysis: FaceAnalysis) -> FaceSettings:
+        if options.blend != AUTO:
+            return FaceSettings(self.face_model, float(options.blend))
+        advice = analysis.advice
+        if advice.face_model is None:
+            return FaceSettings(None, 0.0)
+        chosen = registry.get_entry(advice.face_model) if options.face_model == AUTO else self.face_model
+        return FaceSettings(chosen, advice.strength)
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """How one face is restored: the restorer (None: left as it is) and how strongly it is blended in."""
+
+    face_model: registry.ModelEntry | None
+    blend: float
+
+
+@dataclass(frozen=True)
+class PictureSettings:
+    scale: float
+    faces: tuple[FaceSettings, ...]
 
 
 class _Timer:
@@ -161,11 +199,12 @@ class Restorer:
         plan, options = self.plan, self.options
         return self.networks.background(plan.bg_upsampler, options.device, plan.bg_precision, options.tile)
 
-    def face_restorer(self) -> FaceRestorer:
-        plan, options = self.plan, self.options
-        return self.networks.face_restorer(
-            plan.face_model, options.device, options.model_path, plan.face_precision
-        )
+    def face_restorer(self, entry: registry.ModelEntry | None = None) -> FaceRestorer:
+        """The plan's face restorer, or the one ``entry`` names (an 'auto' choice for one face)."""
+        chosen = entry or self.plan.face_model
+        model_path = self.options.model_path if chosen == self.plan.face_model else None
+        precision = resolve_face_precision(chosen.name, self.options.device)
+        return self.networks.face_restorer(chosen, self.options.device, model_path, precision)
 
     def detect(self, picture: Picture) -> list[Face]:
         return detect_faces(self.detector(), _rgb8(picture.pixels), self.options.detection)
@@ -181,13 +220,22 @@ class Restorer:
     ) -> RestoreResult:
         """Restores the picture's faces: those detected, or ``faces`` when given (a video's tracked and
         smoothed faces, say); ``refine`` may change each restored crop before it is pasted (a video's
-        temporal blending)."""
+        temporal blending). Each face is analysed first, and the options' 'auto' values are resolved from
+        those analyses, once for this picture."""
         timer = _Timer()
         report = progress or (lambda stage, done, total: None)
+        with timer.stage("detect"):
+            report("detect", 0, 1)
+            found = self._faces(picture, faces)
+        with timer.stage("analyse"):
+            analyses = analyse_faces(picture, found)
+        settings = self.plan.for_picture(self.options, (picture.width, picture.height), analyses)
         if self.options.aligned:
-            pixels, restored, crops = self._restore_aligned(picture.pixels, timer)
+            pixels, restored, crops = self._restore_aligned(picture.pixels, analyses[0], settings, timer)
         else:
-            pixels, restored, crops = self._restore_photo(picture.pixels, timer, report, faces, refine)
+            pixels, restored, crops = self._restore_photo(
+                picture.pixels, found, analyses, settings, timer, report, refine
+            )
         with timer.stage("upscale"):
             alpha = None if picture.alpha is None else resize(picture.alpha, pixels.shape[:2])
         with timer.stage("paste"):
@@ -201,52 +249,63 @@ class Restorer:
             bg_upsampler=self.plan.bg_upsampler,
             timings={k: round(v, 4) for k, v in timer.totals.items()},
             crops=tuple(crops) if keep_crops else (),
+            scale=settings.scale,
         )
+
+    def _faces(self, picture: Picture, given: Sequence[Face] | None) -> list[Face]:
+        """The faces to restore: an aligned crop is one face filling the picture."""
+        if self.options.aligned:
+            box = (0.0, 0.0, float(picture.width), float(picture.height))
+            return [Face(box=box, score=1.0, landmarks=())]
+        if given is not None:
+            return list(given)
+        return self.detect(picture)
 
     def _restore_photo(
         self,
         pixels: np.ndarray,
+        faces: Sequence[Face],
+        analyses: Sequence[FaceAnalysis],
+        settings: PictureSettings,
         timer: _Timer,
         report: ProgressCallback,
-        given: Sequence[Face] | None,
         refine: FaceRefiner | None,
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
-        scale = self.options.scale
-        with timer.stage("detect"):
-            report("detect", 0, 1)
-            faces = (
-                list(given)
-                if given is not None
-                else detect_faces(self.detector(), _rgb8(pixels), self.options.detection)
-            )
+        scale = settings.scale
         with timer.stage("upscale"):
             canvas = self.background().upscale(pixels, scale, lambda d, t: report("upscale", d, t))
             if not canvas.flags.writeable or np.shares_memory(canvas, pixels):
                 canvas = canvas.copy()  # faces are pasted in place; the input picture stays untouched
         restored: list[RestoredFace] = []
         crops = []
-        for index, face in enumerate(faces):
+        for index, (face, analysis, chosen) in enumerate(zip(faces, analyses, settings.faces, strict=True)):
             report("faces", index, len(faces))
-            record, before, after, affine = self._restore_face(pixels, face, timer)
+            if chosen.face_model is None:
+                with timer.stage("align"):
+                    kept = to_float(align_face(pixels, face, 512).crop)
+                restored.append(RestoredFace(face, "none", 0, False, 0.0, analysis))
+                crops.append((from_float(kept, np.dtype(np.uint8)),) * 2)
+                continue
+            record, before, after, affine = self._restore_face(pixels, face, chosen, scale, timer)
             with timer.stage("paste"):
                 after, affine = with_native_detail(pixels, after, affine, scale, record.crop_size)
             if refine is not None:
                 with timer.stage("temporal"):
                     after = refine(index, before, after)
             with timer.stage("paste"):
-                paste_face(canvas, after, rescale_affine(affine, scale), self.options.blend)
-            restored.append(record)
+                paste_face(canvas, after, rescale_affine(affine, scale), chosen.blend)
+            restored.append(dataclasses.replace(record, analysis=analysis))
             crops.append((from_float(before, np.dtype(np.uint8)), from_float(after, np.dtype(np.uint8))))
         report("faces", len(faces), len(faces))
         return canvas, restored, crops
 
     def _restore_face(
-        self, pixels: np.ndarray, face: Face, timer: _Timer
+        self, pixels: np.ndarray, face: Face, chosen: FaceSettings, scale: float, timer: _Timer
     ) -> tuple[RestoredFace, np.ndarray, np.ndarray, np.ndarray]:
         """Aligns, restores and colour-matches one face; returns the affine from ``pixels`` to the result."""
-        restorer = self.face_restorer()
+        restorer = self.face_restorer(chosen.face_model)
         with timer.stage("align"):
-            needed = 512 / face_scale(face, 512, restorer.template) * self.options.scale
+            needed = 512 / face_scale(face, 512, restorer.template) * scale
             size = restorer.crop_size(needed)
             upscale_first = restorer.is_face_prior and face.width < self.options.upscale_first_below
         if upscale_first:
@@ -261,7 +320,8 @@ class Restorer:
             if self.options.color_fix:
                 after = match_colour(after, before)
         affine = aligned.affine * (after.shape[0] / size)
-        return RestoredFace(face, restorer.name, size, upscale_first), before, after, affine
+        record = RestoredFace(face, restorer.name, size, upscale_first, chosen.blend)
+        return record, before, after, affine
 
     def _align_from_enlarged_region(
         self, pixels: np.ndarray, face: Face, size: int, template: str
@@ -280,26 +340,33 @@ class Restorer:
         return AlignedFace(crop=aligned.crop, affine=aligned.affine @ to_region, face=face)
 
     def _restore_aligned(
-        self, pixels: np.ndarray, timer: _Timer
+        self, pixels: np.ndarray, analysis: FaceAnalysis, settings: PictureSettings, timer: _Timer
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
-        """The whole input is one aligned face crop: restore it as a whole at the requested scale."""
+        """The whole input is one aligned face crop: restore it as a whole at the picture's scale."""
         height, width = pixels.shape[:2]
-        target = output_size(height, width, self.options.scale)
-        restorer = self.face_restorer()
+        target = output_size(height, width, settings.scale)
+        face = Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())
+        chosen = settings.faces[0]
+        original = to_float(pixels)
+        if chosen.face_model is None:
+            kept = from_float(resize(original, target), np.dtype(np.uint8))
+            record = RestoredFace(face, "none", 0, False, 0.0, analysis)
+            return from_float(resize(original, target), pixels.dtype), [record], [(kept, kept)]
+        restorer = self.face_restorer(chosen.face_model)
         size = restorer.crop_size(max(target))
         with timer.stage("align"):
-            before = resize(to_float(pixels), (size, size))
+            before = resize(original, (size, size))
         with timer.stage("restore"):
             after = restorer.restore(before, self.options.fidelity)
             if self.options.color_fix:
                 after = match_colour(after, before)
         with timer.stage("paste"):
+            native = resize(original, after.shape[:2])
             if size < SAW_ENOUGH * max(height, width):
-                after = keep_native_detail(after, resize(to_float(pixels), after.shape[:2]), size)
-            mixed = after * self.options.blend + resize(before, after.shape[:2]) * (1 - self.options.blend)
+                after = keep_native_detail(after, native, size)
+            mixed = after * chosen.blend + native * (1 - chosen.blend)  # the original at full detail
             result = from_float(resize(mixed, target), pixels.dtype)
-        face = Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())
-        record = RestoredFace(face, restorer.name, size, False)
+        record = RestoredFace(face, restorer.name, size, False, chosen.blend, analysis)
         return (
             result,
             [record],

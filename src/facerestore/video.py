@@ -28,7 +28,7 @@ from facerestore.detection import Face
 from facerestore.errors import ImageError, option
 from facerestore.files import atomic_target
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
-from facerestore.options import VideoOptions
+from facerestore.options import AUTO, VideoOptions
 from facerestore.pipeline import FaceRefiner, Restorer
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
@@ -126,6 +126,7 @@ def _transcode(
 ) -> VideoReport:
     video_in = container.streams.video[0]
     _check_supported(video_in, container.name)
+    scale = _clip_scale(restorer, container.name)
     report = _describe_input(video_in, container)
     report.face_model, report.bg_upsampler = restorer.plan.face_model.name, restorer.plan.bg_upsampler
     try:
@@ -133,7 +134,7 @@ def _transcode(
     except (av.error.FFmpegError, ValueError) as error:
         raise VideoError(f"{temp.suffix}: cannot write this video format ({_reason(error)})") from None
     with output:
-        width, height = _output_size(video_in, restorer.options.scale)
+        width, height = _output_size(video_in, scale)
         video_out = _video_stream(output, video_in, width, height, options)
         turns = _quarter_turns(container.name)
         if turns:
@@ -221,6 +222,13 @@ def _muxer_for(temp: Path) -> str:
     return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".m4v": "mp4", ".avi": "avi"}.get(
         temp.suffix.lower(), "mp4"
     )
+
+
+def _clip_scale(restorer: Restorer, name: str) -> float:
+    scale = restorer.options.scale
+    if scale == AUTO:
+        raise VideoError(f"{name}: {option('scale')} auto is for still pictures; a clip needs a number")
+    return float(scale)
 
 
 def _output_size(stream: Any, scale: float) -> tuple[int, int]:
@@ -414,7 +422,7 @@ def restore_segment(
         report = _describe_input(video_in, container)
         report.face_model, report.bg_upsampler = restorer.plan.face_model.name, restorer.plan.bg_upsampler
         with av.open(str(path), "w", format=_muxer_for(path)) as output:
-            size = _output_size(video_in, restorer.options.scale)
+            size = _output_size(video_in, _clip_scale(restorer, container.name))
             video_out = _video_stream(output, video_in, *size, options)
             warmup = VideoReport()  # what the warm-up frames did is not this segment's to report
             follower = _FaceFollower(restorer, options, warmup)

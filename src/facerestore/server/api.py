@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from facerestore import __version__
+from facerestore.analysis import analyse_picture
 from facerestore.errors import ImageError
 from facerestore.image_io import Picture
 from facerestore.options import RestoreOptions
@@ -105,13 +107,36 @@ def _detect(state: ServerState, data: bytes, options: RestoreOptions) -> dict[st
     responses=UPLOAD_ERRORS,
 )
 async def detect(request: Request) -> Response:
+    return await _look_at_upload(request, _detect)
+
+
+async def _look_at_upload(
+    request: Request, look: Callable[[ServerState, bytes, RestoreOptions], dict[str, Any]]
+) -> Response:
+    """Runs a quick look (detection, analysis) at the uploaded picture with the form's detection options."""
     state = state_of(request)
     upload = await read_upload(request)
     options = checked(lambda: detect_options(upload.fields, state.config))
     try:
-        return JSONResponse(await state.run_light(_detect, state, upload.data, options))
+        return JSONResponse(await state.run_light(look, state, upload.data, options))
     except ImageError as error:
         raise unreadable(error) from None
+
+
+def _analyse(state: ServerState, data: bytes, options: RestoreOptions) -> dict[str, Any]:
+    picture = decode(data, state.config.max_pixels)
+    analysis = analyse_picture(picture, Restorer(options, state.networks).detect(picture))
+    return {"width": picture.width, "height": picture.height, **analysis.to_dict()}
+
+
+@router.post(
+    "/analyze",
+    summary="each face measured (size, pose, blur, noise, JPEG quality) with advice on restoring it",
+    openapi_extra=multipart_body("DetectForm"),
+    responses=UPLOAD_ERRORS,
+)
+async def analyze(request: Request) -> Response:
+    return await _look_at_upload(request, _analyse)
 
 
 async def _wait_while_connected(request: Request, job: RestoreJob) -> None:

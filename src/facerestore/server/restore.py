@@ -100,7 +100,7 @@ def _metadata(request: RestoreRequest, result: RestoreResult, fmt: str) -> dict[
         "width": result.picture.width,
         "height": result.picture.height,
         "format": fmt,
-        "scale": request.restorer.options.scale,
+        "scale": result.scale,
         "face_model": result.face_model,
         "bg_upsampler": result.bg_upsampler,
         "faces": [face.to_dict() for face in result.faces],

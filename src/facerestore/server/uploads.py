@@ -10,6 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from facerestore.analysis import largest_scale
 from facerestore.errors import FaceRestoreError, ImageError
 from facerestore.image_io import Picture, declared_size, decode_image
 from facerestore.pipeline import Restorer
@@ -113,7 +114,7 @@ async def restore_request(
         raise busy(error) from None
     except ImageError as error:
         raise unreadable(error) from None
-    checked(lambda: check_output_size(size, options.scale, state.config))
+    checked(lambda: check_output_size(size, largest_scale(options.scale, size), state.config))
     if extension is not None:
         if inline:
             raise ApiError(413, "a video is restored as a job: create one with POST /v1/jobs")

@@ -413,7 +413,20 @@ function faceItem(face, index, beforeUrl, afterUrl) {
   info.className = "face-info";
   info.textContent = `Face ${index + 1} · confidence ${(face.score * 100).toFixed(0)}%`;
   item.append(pair, info);
+  if (face.analysis) item.append(analysisInfo(face.analysis, face.model, face.blend));
   return item;
+}
+
+// What the engine measured on the face before restoring it, and what it expected (facerestore analyze).
+function analysisInfo(analysis, model, blend) {
+  const quality = analysis.jpeg_quality ? ` · JPEG quality ${analysis.jpeg_quality}` : "";
+  const restored = model === "none" ? "kept as it was" : `${model} at strength ${blend}`;
+  const info = document.createElement("p");
+  info.className = "face-analysis";
+  info.textContent = `${Math.round(analysis.width)} px wide, detail of a ${Math.round(analysis.effective_width)} px ` +
+    `face · noise ${analysis.noise.toFixed(1)}${quality} · yaw ${Math.round(analysis.yaw)}° · ` +
+    `${analysis.advice.damage} damage: ${restored}. ${analysis.advice.outcome}`;
+  return info;
 }
 
 // -- comparison slider and zoom

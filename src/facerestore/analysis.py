@@ -269,6 +269,7 @@ class Advice:
     download: str | None
     strength: float
     outcome: str
+    identity_warning: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -278,6 +279,7 @@ class Advice:
             "download": self.download,
             "strength": self.strength,
             "outcome": self.outcome,
+            "identity_warning": self.identity_warning,
         }
 
 
@@ -315,6 +317,16 @@ def analyse_picture(picture: Picture, faces: Sequence[Face]) -> PictureAnalysis:
     analyses = analyse_faces(picture, faces)
     scale = auto_scale((picture.width, picture.height), analyses)
     return PictureAnalysis(tuple(zip(faces, analyses, strict=True)), scale)
+
+
+# dlib descriptor distance of the automatic choice's output from the ground truth, per damage class, on the
+# quality benchmark's identity run (3 faces per set, 18 images; docs/benchmarks.md): mild 0.08, moderate 0.29,
+# severe 0.57 (the degraded input: 0.09, 0.30, 0.59). dlib reads 0.6 and beyond as another person; a class
+# past IDENTITY_LIMIT gets a warning.
+IDENTITY_DISTANCE = {Damage.MILD: 0.08, Damage.MODERATE: 0.29, Damage.SEVERE: 0.57}
+SAME_PERSON_DISTANCE = 0.6
+IDENTITY_LIMIT = 0.5
+WITHOUT_PRIOR_MODELS = {model for model, _ in WITHOUT_PRIOR.values()}
 
 
 def analyse_faces(picture: Picture, faces: Sequence[Face]) -> tuple[FaceAnalysis, ...]:
@@ -359,6 +371,20 @@ def advise(measures: FaceMeasures, installed: Sequence[str]) -> Advice:
         download=better,
         strength=strength,
         outcome=expected_outcome(measures, damage, model),
+        identity_warning=identity_warning(damage, model),
+    )
+
+
+def identity_warning(damage: Damage, model: str | None) -> str | None:
+    """A warning where faces this damaged came out of the advised restorer far from the person's true
+    identity on the quality benchmark (a face prior is not measured: no weights there)."""
+    distance = IDENTITY_DISTANCE.get(damage)
+    measured = model in WITHOUT_PRIOR_MODELS and distance is not None
+    if not measured or distance is None or distance < IDENTITY_LIMIT:
+        return None
+    return (
+        f"identity uncertain: faces this damaged came out {distance:.2f} from the real person on the "
+        f"benchmark (dlib descriptor distance; {SAME_PERSON_DISTANCE} and beyond reads as another person)"
     )
 
 

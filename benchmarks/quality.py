@@ -1,12 +1,15 @@
 """Quality benchmark: how well facerestore restores faces, against classical baselines, in one run.
 
     python benchmarks/quality.py [--quick] [--out bench-output/quality] [--docs docs/benchmarks.md]
+    python benchmarks/quality.py --subsets clean,severe --faces 2    # a quick look while iterating
 
 A synthetic set in the style of the CelebA-Test protocol is built (fixed seed) from the sharp faces in
 ../shared/data/hq: a random draw per face plus fixed clean, mild, moderate and severe subsets. Every method
 restores every degraded face; PSNR/SSIM (Y), landmark distance, detection, colour shift, seam visibility and
 a NIQE-style naturalness score are measured, and the real degraded sets in ../shared/data/real are scored
-before and after restoration. Writes results.md, results.json and contact sheets to --out.
+before and after restoration. The automatic choice (each face's analysis picks restorer and strength) is
+compared with the best single method of each set. Writes results.md, results.json and contact sheets to
+--out.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from facerestore.analysis import (
     AUTO_SCALE_PIXELS,
     Damage,
     FaceMeasures,
+    advise,
     analyse_faces,
     auto_scale,
     jpeg_quality,
@@ -159,6 +160,7 @@ def test_analyze_command_reads_each_file_and_goes_on_after_a_bad_one(
         "download",
         "strength",
         "outcome",
+        "identity_warning",
     }
     assert main(["-q", "analyze", str(photo)]) == 0
     assert "face 1:" in capsys.readouterr().out
@@ -187,6 +189,15 @@ def test_a_sharp_clean_face_is_kept_and_a_damaged_one_restored(shared_dir: Path)
     [restored] = Restorer(options).restore(damaged).faces
     assert restored.analysis is not None and restored.analysis.advice.damage is not Damage.NONE
     assert restored.model == restored.analysis.advice.face_model and restored.blend > 0
+
+
+def test_heavily_damaged_faces_carry_the_benchmarks_identity_warning() -> None:
+    installed = ("realesrgan-x4plus", "realesr-compact-x2", "realesr-compact-x4")
+    sharp = FaceMeasures(width=200, yaw=0, roll=0, effective_width=190, noise=0.5, jpeg_quality=95)
+    smeared = FaceMeasures(width=200, yaw=0, roll=0, effective_width=20, noise=0.5, jpeg_quality=95)
+    assert advise(sharp, installed).identity_warning is None
+    warned = advise(smeared, installed)
+    assert warned.damage is Damage.SEVERE and "identity uncertain" in (warned.identity_warning or "")
 
 
 def test_auto_scale_follows_the_smallest_important_face_within_the_budget(shared_dir: Path) -> None:

@@ -274,6 +274,8 @@ def _show_analysed(input: str, size: list[int], scale: float, faces: list[dict[s
         strength = f"strength {advice['strength']:g}, scale {advice['scale']:g}x"
         print(f"    {damage} damage: {restorer} at {strength}{better}")
         print(f"    expected: {advice['outcome']}")
+        if advice["identity_warning"]:
+            print(f"    warning: {advice['identity_warning']}")
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:

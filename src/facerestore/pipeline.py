@@ -231,7 +231,9 @@ class Restorer:
             analyses = analyse_faces(picture, found)
         settings = self.plan.for_picture(self.options, (picture.width, picture.height), analyses)
         if self.options.aligned:
-            pixels, restored, crops = self._restore_aligned(picture.pixels, analyses[0], settings, timer)
+            pixels, restored, crops = self._restore_aligned(
+                picture.pixels, found[0], analyses[0], settings, timer
+            )
         else:
             pixels, restored, crops = self._restore_photo(
                 picture.pixels, found, analyses, settings, timer, report, refine
@@ -340,12 +342,16 @@ class Restorer:
         return AlignedFace(crop=aligned.crop, affine=aligned.affine @ to_region, face=face)
 
     def _restore_aligned(
-        self, pixels: np.ndarray, analysis: FaceAnalysis, settings: PictureSettings, timer: _Timer
+        self,
+        pixels: np.ndarray,
+        face: Face,
+        analysis: FaceAnalysis,
+        settings: PictureSettings,
+        timer: _Timer,
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
-        """The whole input is one aligned face crop: restore it as a whole at the picture's scale."""
+        """The whole input is one aligned face crop (``face``): restore it whole at the picture's scale."""
         height, width = pixels.shape[:2]
         target = output_size(height, width, settings.scale)
-        face = Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())
         chosen = settings.faces[0]
         original = to_float(pixels)
         if chosen.face_model is None:

@@ -107,6 +107,8 @@ def test_a_clip_keeps_its_frames_timestamps_and_sound(
         t["frames"] == 6 and t["first_frame"] == 0 for t in tracks
     )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "written atomically"
+    (tmp_path / "plain-new-file").touch()
+    assert restored.stat().st_mode == (tmp_path / "plain-new-file").stat().st_mode  # not the temp's 0600
 
 
 def test_a_variable_frame_rate_stays_variable(

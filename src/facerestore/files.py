@@ -23,9 +23,15 @@ def write_atomically(path: Path, data: bytes) -> None:
             part.write(data)
             part.flush()
             os.fsync(part.fileno())
-        os.chmod(temp, 0o666 & ~_UMASK)  # NamedTemporaryFile creates 0600 files
-        os.replace(temp, path)
+        publish(temp, path)
     except BaseException:
         if temp is not None:
             temp.unlink(missing_ok=True)
         raise
+
+
+def publish(temp: Path, path: Path) -> None:
+    """Moves a finished temporary file to ``path`` with the permissions any new file gets (temporary files
+    are created 0600, readable by their owner only)."""
+    os.chmod(temp, 0o666 & ~_UMASK)
+    os.replace(temp, path)

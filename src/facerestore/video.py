@@ -25,6 +25,7 @@ import numpy as np
 from facerestore import runtime, temporal, tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
+from facerestore.files import publish
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
 from facerestore.options import VideoOptions
 from facerestore.pipeline import FaceRefiner, Restorer
@@ -84,7 +85,7 @@ def restore_video(
         with _open_input(source) as container:
             _check_frame_size(container.streams.video[0], source, max_pixels)
             report = _transcode(container, temp, restorer, options, progress or (lambda done, total: None))
-        os.replace(temp, target)
+        publish(temp, target)
         return report
     finally:
         temp.unlink(missing_ok=True)

@@ -169,3 +169,36 @@ def test_caches_keyed_by_size_are_bounded() -> None:
     for side in range(600, 700):
         feather_mask(side)
     assert feather_mask.cache_info().currsize <= 4
+
+
+def test_resume_keeps_finished_outputs_restores_the_rest_and_clears_killed_writes(
+    capfd: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("0143.png", "0240.png", "0342.png"):
+        shutil.copy(shared_dir / "data/real/codeformer-cropped" / name, inputs / name)
+    assert run(capfd, "restore", str(inputs / "0143.png"), "-o", str(out), *FAST)[0] == 0
+    finished = out / "0143.png"
+    before = (finished.read_bytes(), finished.stat().st_mtime_ns)
+    killed_write = out / ".0240.png.k1ll3d.part.png"  # what a writer killed mid-write leaves
+    killed_write.write_bytes(b"half a png")
+    report = tmp_path / "report.json"
+    code, _, err = run(
+        capfd, "restore", str(inputs), "-o", str(out), "--resume", "--report", str(report), *FAST
+    )
+    assert code == 0 and "2 of 3 inputs restored (1 kept from before)" in err, err
+    assert (finished.read_bytes(), finished.stat().st_mtime_ns) == before
+    assert sorted(path.name for path in out.iterdir()) == ["0143.png", "0240.png", "0342.png"]
+    records = json.loads(report.read_text())
+    assert [record["resumed"] for record in records] == [True, False, False]
+    assert all(record["error"] is None for record in records)
+
+
+def test_resume_and_overwrite_contradict(
+    capfd: pytest.CaptureFixture[str], photo: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(capfd, "restore", str(photo), "-o", str(tmp_path), "--resume", "--overwrite", *FAST)
+    assert code == 1 and error_lines(err) == [
+        "error: --resume keeps existing outputs; --overwrite replaces them"
+    ]

@@ -8,6 +8,7 @@ matplotlib's Grace Hopper), degraded like the README's picture, so that the scre
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from test_server import RunningServer, running_server
+from test_video import SIDE, frame_stamps, pan_frames, write_clip
 
 pytestmark = pytest.mark.browser
 
@@ -192,3 +194,27 @@ def test_the_page_offers_what_the_api_declares(page: Any, page_server: RunningSe
     fidelity = page.locator("#fidelity")
     assert float(fidelity.input_value()) == form["fidelity"]["default"]
     assert float(fidelity.get_attribute("max")) == form["fidelity"]["maximum"]
+
+
+def test_a_video_shows_progress_in_frames_a_frame_to_scrub_and_downloads(
+    page: Any, shared_dir: Path, tmp_path: Path
+) -> None:
+    clip = tmp_path / "pan.mp4"
+    write_clip(clip, pan_frames(shared_dir, 12), [i * 1000 for i in range(12)], Fraction(1, 8000))
+    page.wait_for_selector("#face-model option >> nth=1", state="attached")
+    page.set_input_files("#file-input", str(clip))
+    page.select_option("#bg-upsampler", "none")
+    page.select_option("#face-model", "realesr-compact-x4")  # the cheap real network: 12 frames on a CPU
+    page.click("#restore-button")
+    page.wait_for_selector("#progress-text:has-text('Restoring frames')", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector("#result-panel:not([hidden])", timeout=RESULT_TIMEOUT_MS)
+    assert page.locator("#time-field").is_visible() and "12 frames" in page.inner_text("#result-info")
+    assert page.evaluate("document.querySelector('#after-image').naturalWidth") == SIDE[0] * 2
+    assert page.evaluate("document.querySelector('#before-image').naturalWidth") == SIDE[0]
+    page.locator("#time").fill("1.2")  # a range input takes fill(); its change event loads that frame
+    page.wait_for_selector("#stage[data-frame-at='1.2']")
+    with page.expect_download() as download:
+        page.click("#download-link")
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == "pan-restored.mp4" and frame_stamps(saved) == frame_stamps(clip)

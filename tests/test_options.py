@@ -16,6 +16,7 @@ from facerestore.options import (
     Encoding,
     OptionField,
     RestoreOptions,
+    VideoOptions,
     build,
     cli_fields,
     http_fields,
@@ -69,7 +70,11 @@ def test_cli_defaults_are_the_api_defaults() -> None:
 
 def test_openapi_form_is_the_declaration(openapi: dict[str, Any]) -> None:
     form = openapi["components"]["schemas"]["RestoreForm"]["properties"]
-    exposed: list[OptionField] = [*http_fields(RestoreOptions), *http_fields(Encoding)]
+    exposed: list[OptionField] = [
+        *http_fields(RestoreOptions),
+        *http_fields(Encoding),
+        *http_fields(VideoOptions),
+    ]
     assert set(form) == {"image", *(field.name for field in exposed)}
     for field in exposed:
         schema = form[field.name]
@@ -102,7 +107,7 @@ def _as_cli(fields: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize("fields", CASES)
 def test_cli_and_http_build_the_same_options(fields: dict[str, str]) -> None:
     config = ServerConfig(preload=False)
-    over_http, _ = restore_options(fields, config)
+    over_http, _, _ = restore_options(fields, config)
     on_the_command_line, _ = _cli_options(*_as_cli(fields))
     assert over_http == on_the_command_line
 
@@ -116,6 +121,7 @@ def test_cli_and_http_build_the_same_options(fields: dict[str, str]) -> None:
         ({"bg_upsampler": "magic"}, "background upsampler"),
         ({"quality": "0"}, "quality"),
         ({"format": "gif"}, "format"),
+        ({"crf": "52"}, "crf"),
     ],
 )
 def test_cli_and_http_refuse_the_same_values(fields: dict[str, str], words: str) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from assertions import assert_one_clear_line
 from facerestore import registry
+from facerestore.cli import main
 from facerestore.detection import YuNet
 from facerestore.errors import ModelError
 from facerestore.restoration import FacePriorRestorer, create_face_restorer
@@ -307,6 +308,8 @@ def test_model_info_describes_an_entry(model_folder: Path) -> None:
         "title",
         "purpose",
         "installed",
+        "obtained_by",
+        "problem",
         "path",
         "licence",
         "commercial_use",
@@ -326,6 +329,24 @@ def test_model_info_describes_an_entry(model_folder: Path) -> None:
     codeformer = next(row for row in rows if row["name"] == "codeformer")
     assert codeformer["supports_fidelity"] and not codeformer["commercial_use"]
     assert codeformer["verification"]["crc32"] == "1456f3ab" and codeformer["installed"] is False
+    obtained = {row["name"]: row["obtained_by"] for row in rows}
+    assert (obtained["retinaface"], obtained["codeformer"], obtained["restoreformer"]) == (
+        "package",
+        "download",
+        "import",
+    )
+
+
+def test_a_damaged_import_record_is_named_not_fatal(
+    model_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (model_folder / "restoreformer.onnx").write_bytes(b"an imported model")
+    registry.import_record_path(model_folder / "restoreformer.onnx").write_text("{not json")
+    code = main(["models", "list"])
+    listed = capsys.readouterr().out
+    row = next(line for line in listed.splitlines()[1:] if "restoreformer.onnx.import.json" in line)
+    assert code == 0 and "unreadable import record" in row and "delete it and import again" in row
+    assert "download" in next(line for line in listed.splitlines() if line.strip().startswith("codeformer "))
 
 
 @pytest.mark.parametrize("entry", FACE_PRIORS, ids=[e.name for e in FACE_PRIORS])

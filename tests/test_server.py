@@ -17,12 +17,15 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
+
+from test_video import SIDE, audio_packets, frame_stamps, pan_frames, write_clip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = {"bg_upsampler": "none"}  # the background network costs seconds per picture on a CPU
@@ -254,7 +257,7 @@ def test_openapi_describes_every_endpoint(api: httpx.Client) -> None:
     expected = {
         "/v1/health", "/v1/ready", "/v1/models", "/v1/detect", "/v1/restore", "/v1/jobs", "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/input",
-        "/v1/jobs/{job_id}/faces/{index}/{side}",
+        "/v1/jobs/{job_id}/faces/{index}/{side}", "/v1/jobs/{job_id}/frame",
     }  # fmt: skip
     assert set(spec["paths"]) == expected
     assert "scale" in spec["components"]["schemas"]["RestoreForm"]["properties"]
@@ -713,3 +716,32 @@ def test_serve_refuses_impossible_settings_in_one_line(arguments: list[str]) -> 
     lines = ran.stderr.strip().splitlines()
     assert ran.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("error: "), ran.stderr
     assert arguments[0] in lines[0] and not ran.stdout
+
+
+def test_a_video_is_restored_as_a_job_with_frame_progress_and_frames_to_compare(
+    api: httpx.Client, shared_dir: Path, tmp_path: Path, photos: Photos
+) -> None:
+    clip = tmp_path / "pan.mp4"
+    write_clip(clip, pan_frames(shared_dir, 6), [i * 1000 for i in range(6)], Fraction(1, 8000))
+    sent = upload(clip.read_bytes(), "pan.mp4", "video/mp4")
+    form = {**FAST, "face_model": "realesr-compact-x4", "crf": "20"}
+    assert_json_error(api.post("/v1/restore", files=sent, data=form), 413, "POST /v1/jobs")
+    created = api.post("/v1/jobs", files=sent, data=form)
+    assert created.status_code == 202, created.text
+    job, seen = wait_for_job(api, created.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert any(view["progress"]["stage"] == "frames" and view["progress"]["total"] == 6 for view in seen)
+    assert job["result"]["video"]["frames_out"] == 6 and job["result"]["format"] == "mp4"
+    result = api.get(job["links"]["result"])
+    assert result.headers["content-type"] == "video/mp4"
+    restored = tmp_path / "restored.mp4"
+    restored.write_bytes(result.content)
+    assert frame_stamps(restored) == frame_stamps(clip) and audio_packets(restored) == audio_packets(clip)
+    for side, size in (("before", SIDE), ("after", (SIDE[0] * 2, SIDE[1] * 2))):
+        frame = api.get(job["links"]["frame"], params={"at": 0.3, "side": side})
+        assert frame.headers["content-type"] == "image/jpeg" and image_of(frame.content).size == size
+    picture, _ = wait_for_job(
+        api, api.post("/v1/jobs", files=upload(photos.tiny_face), data=FAST).json()["id"]
+    )
+    assert "frame" not in picture["links"]
+    assert_json_error(api.get(f"/v1/jobs/{picture['id']}/frame"), 404, "not a video")

@@ -185,6 +185,43 @@ def test_a_phone_clip_keeps_its_rotation_and_its_faces_are_found(
     assert json.loads(report.read_text())[0]["video"]["faces"] >= 3  # found upright, so restored
 
 
+SUBTITLES = """1
+00:00:00,000 --> 00:00:00,400
+Hello there
+
+2
+00:00:00,400 --> 00:00:00,700
+A second line
+"""
+
+
+def test_subtitles_are_copied_packet_for_packet(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    captions = tmp_path / "captions.srt"
+    captions.write_text(SUBTITLES)
+    source = tmp_path / "subtitled.mkv"
+    with (
+        av.open(str(clips["steady"])) as clip,
+        av.open(str(captions)) as text,
+        av.open(str(source), "w") as out,
+    ):
+        copies = {stream: out.add_stream_from_template(stream) for stream in (*clip.streams, *text.streams)}
+        for container in (clip, text):  # the muxer interleaves by time
+            for packet in container.demux():
+                if packet.size:
+                    packet.stream = copies[packet.stream]
+                    out.mux(packet)
+    code, err = run(capsys, "restore", str(source), "-o", str(tmp_path / "out"), *FAST)
+    assert code == 0, err
+    with av.open(str(source)) as before, av.open(str(tmp_path / "out" / "subtitled.mkv")) as after:
+        assert [s.type for s in after.streams] == ["video", "audio", "subtitle"]
+        kept = [
+            [(bytes(p), p.pts, p.duration) for p in c.demux(subtitles=0) if p.size] for c in (before, after)
+        ]
+    assert kept[0] == kept[1] and [text for text, _, _ in kept[1]] == [b"Hello there", b"A second line"]
+
+
 def test_on_a_cpu_video_defaults_take_the_fast_path_and_named_choices_stay() -> None:
     fast = for_video(Restorer(RestoreOptions()))
     assert (fast.plan.face_model.name, fast.plan.bg_upsampler) == ("realesr-compact-x4", "none")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facerestore.errors import FaceRestoreError, ImageError, OptionError, option, spell_options
-from facerestore.files import write_atomically
+from facerestore.files import leftover_temporaries, write_atomically
 from facerestore.image_io import (
     SUPPORTED_EXTENSIONS,
     Picture,
@@ -30,7 +30,7 @@ from facerestore.image_io import (
 from facerestore.options import BatchOptions
 from facerestore.pipeline import ProgressCallback, Restorer, RestoreResult
 from facerestore.pixels import resize
-from facerestore.video import VIDEO_EXTENSIONS, is_video, restore_video
+from facerestore.video import VIDEO_EXTENSIONS, VideoReport, is_video, restore_video
 
 WRITABLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 COMPARE_MAX_HEIGHT = 1600
@@ -57,6 +57,7 @@ class ImageRecord:
     timings: dict[str, float] = field(default_factory=dict)
     video: dict[str, Any] | None = None  # for a clip: frames, rate, duration, streams copied, faces restored
     error: str | None = None
+    resumed: bool = False  # the output existed and --resume kept it
 
 
 def _is_pattern(text: str) -> bool:
@@ -162,6 +163,25 @@ def check_target(job: Job, overwrite: bool) -> None:
         raise ImageError(f"{job.target}: exists (set {option('overwrite')} to replace it)")
 
 
+def settled_record(job: Job, options: BatchOptions, spell: Callable[[str], str] = str) -> ImageRecord | None:
+    """The record of a job with nothing to restore: its output exists and is kept (``resume``; outputs are
+    written whole or not at all, so one that exists is complete), or it may not be written."""
+    if options.resume and job.target.exists():
+        return ImageRecord(input=str(job.source), output=str(job.target), resumed=True)
+    try:
+        check_target(job, options.overwrite)
+    except ImageError as error:
+        return ImageRecord(input=str(job.source), error=error.render(spell))
+    return None
+
+
+def remove_leftovers(jobs: Iterable[Job]) -> None:
+    """Removes temporary files that killed writers left beside the jobs' outputs."""
+    for job in jobs:
+        for temp in leftover_temporaries(job.target):
+            temp.unlink(missing_ok=True)
+
+
 def comparison_image(before: Picture, after: Picture) -> np.ndarray:
     """Input (enlarged to the output's size) beside the output, at most COMPARE_MAX_HEIGHT tall."""
     height = min(after.height, COMPARE_MAX_HEIGHT)
@@ -231,6 +251,10 @@ def _restore_clip(
         progress=lambda done, total: report("frames", done, total or 0),
         max_pixels=options.max_pixels,
     )
+    fill_clip_record(record, job, clip)
+
+
+def fill_clip_record(record: ImageRecord, job: Job, clip: VideoReport) -> None:
     record.output = str(job.target)
     record.size_in, record.size_out = clip.size_in, clip.size_out
     record.face_model, record.bg_upsampler = clip.face_model, clip.bg_upsampler
@@ -252,9 +276,11 @@ def process(
     spell: Callable[[str], str] = str,
 ) -> ImageRecord:
     """Restores one job into its record; ``spell`` writes the option names that error messages mention."""
+    record = settled_record(job, options, spell)
+    if record is not None:
+        return record
     record = ImageRecord(input=str(job.source))
     try:
-        check_target(job, options.overwrite)
         if is_video(job.source):
             _restore_clip(restorer, job, options, record, progress)
         else:
@@ -288,4 +314,5 @@ def run_batch(
         records.append(record)
         if on_record:
             on_record(record)
+    remove_leftovers(jobs)
     return records

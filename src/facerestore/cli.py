@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from facerestore import batch, checkpoints, registry
 from facerestore.arguments import add_options, flag_for, options_from
-from facerestore.errors import FaceRestoreError
+from facerestore.errors import FaceRestoreError, OptionError, option
 from facerestore.image_io import load_image
 from facerestore.options import BatchOptions, DetectionOptions, Options, RestoreOptions
 from facerestore.pipeline import ProgressCallback, Restorer
@@ -110,9 +110,19 @@ def _note_licence(entry: registry.ModelEntry) -> None:
         print(f"note: {entry.name} is licensed {entry.licence}", file=sys.stderr)
 
 
-def _load_networks(restorer: Restorer, jobs: Sequence[batch.Job]) -> None:
-    """Loads the networks the jobs need (photos: ``restorer``'s; clips: ``for_video``'s), each with a note
-    on the choices 'auto' made that the user may not expect."""
+def _preflight(options: RestoreOptions, on_cluster: bool) -> Restorer:
+    """The restorer whose plan the notes describe; a cluster's workers have their own accelerators, so
+    here its models are checked on the CPU."""
+    if on_cluster and options.device not in ("cpu", "auto"):
+        options = options.model_copy(update={"device": "cpu"})
+    restorer = Restorer(options)
+    _note_licence(restorer.plan.face_model)
+    return restorer
+
+
+def _restorers_for(restorer: Restorer, jobs: Sequence[batch.Job]) -> list[Restorer]:
+    """The restorers the jobs use (photos: ``restorer``; clips: ``for_video``'s), each with a note on the
+    choices 'auto' made that the user may not expect."""
     clips = sum(is_video(job.source) for job in jobs)
     in_use = ([restorer] if clips < len(jobs) else []) + ([for_video(restorer)] if clips else [])
     for used in in_use:
@@ -126,19 +136,19 @@ def _load_networks(restorer: Restorer, jobs: Sequence[batch.Job]) -> None:
                 f"{plan.bg_upsampler}); {_flag('face_model')} and {_flag('bg_upsampler')} choose others",
                 file=sys.stderr,
             )
-        used.load()
+    return in_use
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     output = options_from(args, BatchOptions)
-    restorer = Restorer(options_from(args, RestoreOptions))
-    _note_licence(restorer.plan.face_model)
+    restore_options = options_from(args, RestoreOptions)
+    restorer = _preflight(restore_options, on_cluster=output.cluster is not None)
     jobs = batch.plan_jobs(args.inputs, output)
     if not jobs:
         print("error: no input images found", file=sys.stderr)
         return 1
     batch.check_outputs(output, jobs)
-    _load_networks(restorer, jobs)
+    in_use = _restorers_for(restorer, jobs)
     show = not args.quiet
     overall = tqdm(
         total=len(jobs), desc="images", unit="img", disable=not show or len(jobs) < 2, file=sys.stderr
@@ -158,18 +168,47 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             tqdm.write(_error_line(record.input, record.error), file=sys.stderr)
         overall.update(1)
 
-    records = batch.run_batch(restorer, jobs, output, on_record, progress_for, debug=args.debug, spell=_flag)
+    if output.cluster:
+        cluster = _cluster_module()
+        if not args.debug:
+            cluster.quiet_logs()
+        with cluster.connect(output.cluster) as client:
+            records = cluster.run_batch(client, restore_options, jobs, output, on_record, spell=_flag)
+    else:
+        for used in in_use:
+            used.load()
+        records = batch.run_batch(
+            restorer, jobs, output, on_record, progress_for, debug=args.debug, spell=_flag
+        )
     overall.close()
-    failed = [r for r in records if r.error]
+    _summarise(records, output)
+    if output.report:
+        batch.write_report(records, output)
+    return 1 if any(record.error for record in records) else 0
+
+
+def _cluster_module() -> Any:
+    """Dask loads only for cluster runs, and only where it is installed."""
+    try:
+        from facerestore import cluster
+    except ImportError as error:
+        raise OptionError(
+            f"{option('cluster')} needs Dask distributed ({error}): pip install 'facerestore[cluster]'"
+        ) from None
+    return cluster
+
+
+def _summarise(records: Sequence[batch.ImageRecord], output: BatchOptions) -> None:
+    failed = sum(1 for record in records if record.error)
+    kept = sum(1 for record in records if record.resumed)
     faces = sum(len(r.faces) or (r.video or {}).get("faces", 0) for r in records)
+    restored = len(records) - failed - kept
+    resumed = f" ({kept} kept from before)" if kept else ""
     print(
-        f"{len(records) - len(failed)} of {len(records)} inputs restored, {faces} faces, {len(failed)} failed"
+        f"{restored} of {len(records)} inputs restored{resumed}, {faces} faces, {failed} failed"
         f" -> {output.output}",
         file=sys.stderr,
     )
-    if output.report:
-        batch.write_report(records, output)
-    return 1 if failed else 0
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -225,11 +264,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print(f"model folder: {registry.model_dir()}  (set {registry.MODEL_DIR_ENV} to change)")
     auto = resolve_face_model("auto").name
     for row in rows:
-        state = "installed" if row["installed"] else "download"
+        state = "installed" if row["installed"] else row["obtained_by"]
         flag = "" if row["commercial_use"] else "  [non-commercial]"
         used = "  <- face model 'auto' uses this now" if row["name"] == auto else ""
         print(f"  {row['name']:<24} {row['purpose']:<14} {state:<10} {row['licence']}{flag}{used}")
-        print(f"  {'':<24} {row['verification']['summary']}")
+        print(f"  {'':<24} {row['problem'] or row['verification']['summary']}")
     return 0
 
 
@@ -237,6 +276,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from facerestore.server import serve  # the web stack loads only for this command
 
     config = options_from(args, ServerConfig)
+    if config.cluster:
+        _cluster_module()  # one clear line where Dask is missing
     serve(config.model_copy(update={"api_keys": (*config.api_keys, *api_keys_from_env())}))
     return 0
 

@@ -7,12 +7,13 @@ fields, their validation and the OpenAPI description, and the web page its choic
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -74,6 +75,15 @@ BG_UPSAMPLERS = (*_names(registry.Purpose.UPSCALER), "none")
 FACE_MODELS = ("auto", *_names(registry.Purpose.FACE_RESTORER), *_names(registry.Purpose.UPSCALER))
 BgPrecision = Literal["auto", Precision]
 OutputFormat = Literal["auto", "jpg", "png", "webp", "tiff", "bmp"]
+
+
+def _cluster_address(value: str | None) -> str | None:
+    if value is None or re.fullmatch(r"local:[1-9][0-9]*|(tcp|tls)://\S+", value):
+        return value
+    raise ValueError("give a Dask scheduler's address (tcp://host:8786) or local:N for N worker processes")
+
+
+ClusterAddress = Annotated[str | None, AfterValidator(_cluster_address), CLI_ONLY]
 
 
 class Options(BaseModel):
@@ -166,6 +176,8 @@ class VideoOptions(Options):
     """encoder speed against file size"""
     stabilize: bool = True
     """follow each face across frames and smooth its landmarks, so restored faces do not flicker"""
+    segment_seconds: Annotated[float, Field(gt=0), CLI_ONLY] = 60.0
+    """on a cluster, clips are cut at keyframes into parts at least this long, restored by several workers"""
     temporal_blend: Annotated[float, Field(ge=0, le=0.95)] = 0.7
     """with stabilize: share of the previous frame's restored face, carried along by optical flow, mixed
     into each frame's where the motion is trusted (0: off)"""
@@ -188,8 +200,20 @@ class BatchOptions(Options):
     """write a JSON report: each image's faces, timings and error"""
     max_pixels: Annotated[int, Field(ge=1), CLI_ONLY] = DEFAULT_MAX_PIXELS
     """refuse images with more pixels than this (decompression bombs)"""
+    resume: Annotated[bool, CLI_ONLY] = False
+    """skip inputs whose output exists (outputs are written whole or not at all), to continue a batch"""
+    cluster: ClusterAddress = None
+    """run on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N worker processes"""
     encoding: Encoding = Encoding()
     video: VideoOptions = VideoOptions()
+
+    @model_validator(mode="after")
+    def _resume_or_overwrite(self) -> BatchOptions:
+        if self.resume and self.overwrite:
+            raise ValueError(
+                f"{option('resume')} keeps existing outputs; {option('overwrite')} replaces them"
+            )
+        return self
 
 
 # -- deriving surfaces

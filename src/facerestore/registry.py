@@ -467,19 +467,27 @@ def model_info(entry: ModelEntry) -> dict[str, Any]:
     ``GET /v1/models``.
 
     Keys: ``name``, ``title``, ``purpose``, ``installed`` (the file is present; it is verified when loaded),
-    ``path`` (None when not installed), ``licence``, ``commercial_use``, ``supports_fidelity``, ``source``
-    (download URL, or ``"PyPI: <package>"``), ``size_bytes`` (exact, None when unknown), ``approx_size_mb``
-    (None when the exact size is known), ``verification`` (``summary``, e.g. "verified by sha256 + size
-    (pinned by …)", ``checks``, ``pinned_by``, ``sha256``, ``crc32``) and ``notes``.
+    ``obtained_by`` (``package``, ``download`` or ``import``), ``problem`` (None, or what is wrong with the
+    installed file's records and how to mend it), ``path`` (None when not installed), ``licence``,
+    ``commercial_use``, ``supports_fidelity``, ``source`` (download URL, or ``"PyPI: <package>"``),
+    ``size_bytes`` (exact, None when unknown), ``approx_size_mb`` (None when the exact size is known),
+    ``verification`` (``summary``, e.g. "verified by sha256 + size (pinned by …)", ``checks``,
+    ``pinned_by``, ``sha256``, ``crc32``) and ``notes``.
     """
     path = locate(entry)
-    entry = as_installed(entry, path)
+    problem = None
+    try:
+        entry = as_installed(entry, path)
+    except ModelError as error:  # the row still shows, with what is wrong and how to mend it
+        problem = str(error)
     verification = entry.verification
     return {
         "name": entry.name,
         "title": entry.title,
         "purpose": entry.purpose.value,
         "installed": path is not None,
+        "obtained_by": _obtained_by(entry),
+        "problem": problem,
         "path": str(path) if path else None,
         "licence": entry.licence,
         "commercial_use": entry.commercial_use,
@@ -496,6 +504,14 @@ def model_info(entry: ModelEntry) -> dict[str, Any]:
         },
         "notes": entry.notes,
     }
+
+
+def _obtained_by(entry: ModelEntry) -> str:
+    """How a user gets the entry's file: it ships in a package, is downloaded, or is imported from a
+    PyTorch checkpoint (``models download NAME --official`` fetches and imports that)."""
+    if entry.python_package:
+        return "package"
+    return "download" if entry.url else "import"
 
 
 def _source(entry: ModelEntry) -> str | None:

@@ -65,8 +65,11 @@ def release_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
+THREADS_ENV = "FACERESTORE_THREADS"  # threads per network; several processes on one machine share the cores
+
+
 def default_threads() -> int:
-    configured = os.environ.get("FACERESTORE_THREADS")
+    configured = os.environ.get(THREADS_ENV)
     return int(configured) if configured else (os.cpu_count() or 1)
 
 

@@ -9,10 +9,11 @@ timestamp, so a variable frame rate stays variable and the frame count is the in
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
+import heapq
+import io
+import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from facerestore import runtime, temporal, tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
-from facerestore.files import publish
+from facerestore.files import atomic_target
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
 from facerestore.options import VideoOptions
 from facerestore.pipeline import FaceRefiner, Restorer
@@ -78,17 +79,9 @@ def restore_video(
     options = options or VideoOptions()
     restorer = for_video(restorer)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix)
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        with _open_input(source) as container:
-            _check_frame_size(container.streams.video[0], source, max_pixels)
-            report = _transcode(container, temp, restorer, options, progress or (lambda done, total: None))
-        publish(temp, target)
-        return report
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_target(target) as temp, _open_input(source) as container:
+        _check_frame_size(container.streams.video[0], source, max_pixels)
+        return _transcode(container, temp, restorer, options, progress or (lambda done, total: None))
 
 
 def for_video(restorer: Restorer) -> Restorer:
@@ -145,11 +138,7 @@ def _transcode(
         turns = _quarter_turns(container.name)
         if turns:
             video_out.set_display_rotation(90 * turns)  # shown as the source is: rotation metadata kept
-        copies = {
-            stream.index: output.add_stream_from_template(stream)
-            for stream in container.streams
-            if stream.type in _COPYABLE
-        }
+        copies = {stream.index: output.add_stream_from_template(stream) for stream in _copyable(container)}
         report.copied_streams = [stream.type for stream in container.streams if stream.index in copies]
         report.size_out = [width, height]
         started = time.perf_counter()
@@ -353,3 +342,217 @@ def _restored(frame: Any, clip: _Clip) -> Any:
 def _encode(frame: Any, stream: Any, output: Any) -> None:
     for packet in stream.encode(frame):
         output.mux(packet)
+
+
+# -- segments: a long clip split at keyframes, restored on several machines, joined by stream copy
+
+WARMUP_FRAMES = 8  # frames before a segment restored only to settle its face tracks' smoothing
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The frames with ``start <= pts < end`` (``end`` None: to the clip's end), ``start`` a keyframe's pts.
+    Restoring begins at ``warmup`` (a few frames earlier), so the temporal filters have history at
+    ``start``; ``first_frame`` is the number of frames before ``start``."""
+
+    index: int
+    start: int
+    end: int | None
+    warmup: int
+    first_frame: int
+
+
+def plan_segments(source: Path, seconds: float) -> list[Segment]:
+    """Cuts at keyframes into segments of at least ``seconds`` (read from the packets; nothing decoded)."""
+    with _open_input(source) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.pts is not None]
+    frames = sorted(pts for pts, _ in packets)
+    if not frames:
+        return [Segment(0, 0, None, 0, 0)]
+    least = seconds / float(stream.time_base)
+    starts = [frames[0]]
+    for pts in sorted(pts for pts, keyframe in packets if keyframe):
+        if pts - starts[-1] >= least and frames[-1] - pts >= least:
+            starts.append(pts)
+    position = {pts: index for index, pts in enumerate(frames)}
+    return [
+        Segment(
+            index,
+            start,
+            starts[index + 1] if index + 1 < len(starts) else None,
+            frames[max(0, position[start] - WARMUP_FRAMES)],
+            position[start],
+        )
+        for index, start in enumerate(starts)
+    ]
+
+
+def segment_path(target: Path, index: int) -> Path:
+    """Where a segment of ``target`` is written: a temporary name of ``target``'s (see files.py)."""
+    return target.parent / f".{target.name}.segment{index:05d}.part{target.suffix}"
+
+
+def restore_segment(
+    source: Path,
+    target: Path,
+    segment: Segment,
+    restorer: Restorer,
+    options: VideoOptions | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> VideoReport:
+    """Restores one segment's frames into ``segment_path(target, segment.index)``: the picture only, each
+    frame with its own timestamp, encoded as a whole clip would be."""
+    options = options or VideoOptions()
+    restorer = for_video(restorer)
+    path = segment_path(target, segment.index)
+    with _open_input(source) as container:
+        video_in = container.streams.video[0]
+        _check_frame_size(video_in, source, max_pixels)
+        _check_supported(video_in, container.name)
+        report = _describe_input(video_in, container)
+        report.face_model, report.bg_upsampler = restorer.plan.face_model.name, restorer.plan.bg_upsampler
+        with av.open(str(path), "w", format=_muxer_for(path)) as output:
+            size = _output_size(video_in, restorer.options.scale)
+            video_out = _video_stream(output, video_in, *size, options)
+            warmup = VideoReport()  # what the warm-up frames did is not this segment's to report
+            follower = _FaceFollower(restorer, options, warmup)
+            clip = _Clip(restorer, follower, warmup, size, _quarter_turns(container.name))
+            container.seek(segment.warmup, stream=video_in)
+            for frame in _segment_frames(container, segment, clip, report):
+                _encode(_restored(frame, clip), video_out, output)
+                report.frames_out += 1
+            for packet in video_out.encode(None):
+                output.mux(packet)
+    shift = segment.first_frame - warmup.frames_in  # the follower counted the warm-up frames too
+    for record in report.tracks.values():
+        record["first_frame"] += shift
+        record["last_frame"] += shift
+    return report
+
+
+def _segment_frames(container: Any, segment: Segment, clip: _Clip, report: VideoReport) -> Iterator[Any]:
+    """The frames from ``segment.warmup`` to its end; those before ``start`` are restored (their faces
+    tracked) but not yielded, and from ``start`` on the clip reports into ``report``."""
+    for packet in container.demux(container.streams.video[0]):
+        for frame in _decoded(packet, VideoReport()):
+            if frame.pts is None or frame.pts < segment.warmup:
+                continue
+            if segment.end is not None and frame.pts >= segment.end:
+                return
+            if frame.pts < segment.start:
+                clip.report.frames_in += 1
+                _restored(frame, clip)
+                continue
+            if clip.report is not report:
+                clip.report = clip.follower.report = report
+            report.frames_in += 1
+            report.corrupt_frames += frame.is_corrupt
+            yield frame
+
+
+def join_segments(source: Path, target: Path, reports: Sequence[VideoReport]) -> VideoReport:
+    """Joins the restored segments of ``source`` into ``target`` (atomically) by stream copy, with the
+    source's sound, subtitles and rotation; the segment files are removed. One report for the clip: each
+    segment's tracks renumbered in order, a face that crosses a segment boundary counted as two tracks.
+    A join that already happened (its worker lost after the rename) is not repeated."""
+    parts = [segment_path(target, index) for index in range(len(reports))]
+    if target.exists() and not any(part.exists() for part in parts):  # joined by a worker lost since
+        with _open_input(source) as container:
+            return joined_report(reports, [stream.type for stream in _copyable(container)])
+    with atomic_target(target) as temp, _open_input(source) as container, contextlib.ExitStack() as stack:
+        segments = [stack.enter_context(av.open(str(part))) for part in parts]
+        output = stack.enter_context(av.open(str(temp), "w", format=_muxer_for(temp)))
+        video_out = output.add_stream_from_template(segments[0].streams.video[0])
+        turns = _quarter_turns(container.name)
+        if turns:
+            video_out.set_display_rotation(90 * turns)
+        kept = _copyable(container)
+        copies = {stream.index: output.add_stream_from_template(stream) for stream in kept}
+        video = itertools.chain.from_iterable(
+            ((packet, video_out) for packet in part.demux(part.streams.video[0])) for part in segments
+        )
+        others = ((packet, copies[packet.stream.index]) for packet in container.demux(kept)) if kept else ()
+        for packet, stream in heapq.merge(video, others, key=_packet_seconds):
+            _copy(packet, stream, output)
+        report = joined_report(reports, [stream.type for stream in kept])
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return report
+
+
+def _copyable(container: Any) -> list[Any]:
+    """The streams copied as they are: everything but the picture."""
+    return [stream for stream in container.streams if stream.type in _COPYABLE]
+
+
+def _packet_seconds(item: tuple[Any, Any]) -> float:
+    """When a packet is decoded, for interleaving (the end-of-stream markers, without a time, go first)."""
+    packet = item[0]
+    stamp = packet.dts if packet.dts is not None else packet.pts
+    return float(stamp * packet.time_base) if stamp is not None else float("-inf")
+
+
+def joined_report(reports: Sequence[VideoReport], copied: list[str]) -> VideoReport:
+    first = reports[0]
+    report = VideoReport(
+        fps=first.fps,
+        duration_s=first.duration_s,
+        size_in=first.size_in,
+        size_out=first.size_out,
+        face_model=first.face_model,
+        bg_upsampler=first.bg_upsampler,
+        copied_streams=copied,
+    )
+    for part in reports:
+        for counter in ("frames_in", "frames_out", "corrupt_packets", "corrupt_frames", "faces"):
+            setattr(report, counter, getattr(report, counter) + getattr(part, counter))
+        for stage, seconds in part.timings.items():
+            report.timings[stage] = round(report.timings.get(stage, 0.0) + seconds, 3)
+        for record in sorted(part.tracks.values(), key=lambda record: record["first_frame"]):
+            report.tracks[len(report.tracks)] = record
+    return report
+
+
+# -- clips held in memory (the server's uploads)
+
+
+def container_extension(data: bytes) -> str | None:
+    """The container an upload's first bytes announce, as a file extension; None for anything else."""
+    if data[4:8] == b"ftyp":
+        return ".mov" if data[8:12] == b"qt  " else ".mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska, or WebM when its document type says so
+        return ".webm" if b"webm" in data[:64] else ".mkv"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
+    return None
+
+
+def clip_size(data: bytes, name: str = "upload") -> tuple[int, int]:
+    """A clip's frame width and height, read from its header; one VideoError line when it has none."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{name}: has no video stream")
+            context = container.streams.video[0].codec_context
+            return context.width, context.height
+    except (av.error.FFmpegError, OSError) as error:
+        raise VideoError(f"{name}: not a readable video ({_reason(error)})") from None
+
+
+def frame_at(data: bytes, seconds: float) -> np.ndarray:
+    """The clip's frame shown at ``seconds`` (the last one past the end), upright, as RGB."""
+    container: Any
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        container.seek(max(0, int(seconds / float(stream.time_base))), stream=stream)
+        shown = None
+        for frame in container.decode(stream):
+            if shown is not None and frame.time is not None and frame.time > seconds:
+                break
+            shown = frame
+    if shown is None:
+        raise VideoError("the clip has no frame to show")
+    turns = int(shown.rotation // 90) % 4 if shown.rotation % 90 == 0 else 0
+    return np.ascontiguousarray(np.rot90(shown.to_ndarray(format="rgb24"), turns))

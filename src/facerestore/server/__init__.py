@@ -5,9 +5,15 @@ Importing this package stays light (the CLI builds its parser from it); the web 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from facerestore.server.config import ServerConfig
+
+if TYPE_CHECKING:
+    from facerestore.server.restore import Engine
 
 __all__ = ["ServerConfig", "serve", "url_for"]
 
@@ -21,20 +27,38 @@ def url_for(host: str, port: int) -> str:
 
 
 def serve(config: ServerConfig | None = None) -> None:
+    config = config or ServerConfig()
+    print(
+        f"facerestore: web page and API at {url_for(config.host, config.port)} "
+        "(API description: /v1/openapi.json)",
+        flush=True,
+    )
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        note = "" if config.api_keys else "; no API key is set, so anyone who reaches it can use it"
+        print(f"facerestore: listening on {config.host}, reachable from other machines{note}", flush=True)
+    with _engine(config) as engine:
+        _run(config, engine)
+
+
+@contextlib.contextmanager
+def _engine(config: ServerConfig) -> Iterator[Engine | None]:
+    """The cluster's engine while the server runs, when it has one (else the app restores in-process)."""
+    if config.cluster is None:
+        yield None
+        return
+    from facerestore import cluster
+
+    with cluster.connect(config.cluster) as client:
+        print(f"facerestore: jobs run on the Dask cluster {config.cluster}", flush=True)
+        yield cluster.ClusterRestorer(client)
+
+
+def _run(config: ServerConfig, engine: Engine | None) -> None:
     import uvicorn
 
     from facerestore.server import connections
     from facerestore.server.app import create_app
 
-    config = config or ServerConfig()
-    host, port = config.host, config.port
-    print(
-        f"facerestore: web page and API at {url_for(host, port)} (API description: /v1/openapi.json)",
-        flush=True,
-    )
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        note = "" if config.api_keys else "; no API key is set, so anyone who reaches it can use it"
-        print(f"facerestore: listening on {host}, reachable from other machines{note}", flush=True)
     file_limit = connections.open_file_limit()
     most = connections.connection_cap(config.max_connections, file_limit)
     if most < config.max_connections:
@@ -44,9 +68,9 @@ def serve(config: ServerConfig | None = None) -> None:
             flush=True,
         )
     uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
+        create_app(config, engine),
+        host=config.host,
+        port=config.port,
         http=connections.BoundedH11Protocol.limited(most, config.header_timeout),
         backlog=connections.ACCEPT_BURST,
         log_level="info",

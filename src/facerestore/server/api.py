@@ -13,14 +13,17 @@ from starlette.responses import JSONResponse, Response
 
 from facerestore import __version__
 from facerestore.errors import ImageError
+from facerestore.image_io import Picture
 from facerestore.options import RestoreOptions
 from facerestore.pipeline import Restorer
 from facerestore.server.forms import detect_options, multipart_body
 from facerestore.server.http import ApiError
 from facerestore.server.jobs import JobState
+from facerestore.server.restore import PREVIEW_QUALITY, encode
 from facerestore.server.state import RestoreJob, ServerState, state_of
 from facerestore.server.uploads import checked, decode, read_upload, restore_request, submit, unreadable
 from facerestore.server.views import find_job, finished_outcome, image_response, job_view, models_view
+from facerestore.video import frame_at
 
 DISCONNECT_POLL_SECONDS = 1.0
 NOT_READY_RETRY_AFTER = 5
@@ -221,3 +224,22 @@ async def job_face(request: Request, job_id: str, index: int, side: Literal["bef
         raise ApiError(404, f"no such face image: use an index below {len(thumbnails)} and before or after")
     before, after = thumbnails[index]
     return image_response(before if side == "before" else after, f"face-{index}-{side}")
+
+
+@router.get(
+    "/jobs/{job_id}/frame",
+    summary="a video job's frame at a time, before or after (JPEG), to compare them",
+    response_class=Response,
+    responses={200: IMAGE, **JOB_ERRORS},
+)
+async def job_frame(
+    request: Request, job_id: str, at: float = 0.0, side: Literal["before", "after"] = "after"
+) -> Response:
+    state = state_of(request)
+    outcome = finished_outcome(find_job(state, job_id))
+    if outcome.source_clip is None:
+        raise ApiError(404, "this job restored a picture, not a video: its result is the picture")
+    clip = outcome.source_clip if side == "before" else outcome.image.data
+    pixels = await state.run_light(frame_at, clip, max(0.0, at))
+    image = await state.run_light(encode, Picture(pixels=pixels), "jpg", PREVIEW_QUALITY)
+    return image_response(image, f"frame-{side}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,6 @@ from facerestore import __version__
 from facerestore.errors import FaceRestoreError
 from facerestore.networks import Networks
 from facerestore.options import RestoreOptions
-from facerestore.pipeline import Restorer
 from facerestore.server import api, page
 from facerestore.server.config import ServerConfig
 from facerestore.server.forms import FORM_SCHEMAS
@@ -42,7 +42,7 @@ from facerestore.server.http import (
 )
 from facerestore.server.jobs import JobManager, Retention
 from facerestore.server.messages import public_message
-from facerestore.server.restore import RestoreOutcome, restore_job
+from facerestore.server.restore import Engine, LocalEngine, RestoreOutcome, restore_job
 from facerestore.server.state import ServerState
 
 log = logging.getLogger("facerestore.server")
@@ -57,7 +57,7 @@ async def _sweep_forever(state: ServerState) -> None:
 
 
 def _load_defaults(state: ServerState) -> None:
-    Restorer(RestoreOptions(device=state.config.device, tile=state.config.tile), state.networks).load()
+    state.engine.preload(RestoreOptions(device=state.config.device, tile=state.config.tile))
 
 
 async def _preload(state: ServerState) -> None:
@@ -136,13 +136,16 @@ def _describe(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def create_app(config: ServerConfig | None = None) -> FastAPI:
+def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:
+    """The application; ``engine`` restores the jobs' pictures (default: in this process)."""
     config = config or ServerConfig()
+    networks = Networks(capacity=config.network_cache_size)
+    engine = engine or LocalEngine(networks)
     retention = Retention[RestoreOutcome](
         config.retention_seconds, config.max_stored_jobs, config.max_stored_bytes, lambda kept: kept.nbytes
     )
     jobs = JobManager(
-        restore_job,
+        functools.partial(restore_job, engine),
         workers=config.max_jobs,
         queue_size=config.queue_size,
         retention=retention,
@@ -167,6 +170,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(page.router)
     app.mount("/static", page.static_files(), name="static")
-    networks = Networks(capacity=config.network_cache_size)
-    app.state.facerestore = ServerState(config, networks, jobs, anyio.CapacityLimiter(config.max_jobs + 1))
+    light_work = anyio.CapacityLimiter(config.max_jobs + 1)
+    app.state.facerestore = ServerState(config, networks, engine, jobs, light_work)
     return app

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from facerestore.options import CLI_ONLY, INTERNAL, Choices, Expose, Options
+from facerestore.options import CLI_ONLY, INTERNAL, Choices, ClusterAddress, Expose, Options
 from facerestore.runtime import DEVICES
 
 API_KEYS_ENV = "FACERESTORE_API_KEYS"  # comma-separated; keeps keys off the command line (and out of ps)
@@ -59,6 +59,9 @@ class ServerConfig(Options):
     """background tile side in input pixels"""
     preload: Annotated[bool, CLI_ONLY] = True
     """load the default networks at start-up (readiness waits for them)"""
+    cluster: ClusterAddress = None
+    """restore the jobs on a Dask cluster: a scheduler's address (tcp://host:8786) or local:N worker
+    processes (set --max-jobs to the number of workers)"""
     network_cache_size: Annotated[int, Field(ge=1), INTERNAL] = 4
     """networks kept loaded (least recently used dropped first)"""
 

@@ -13,17 +13,18 @@ from typing import Any
 from pydantic import create_model
 
 from facerestore.errors import OptionError
-from facerestore.options import Encoding, OptionField, RestoreOptions, build, http_fields
+from facerestore.options import Encoding, OptionField, RestoreOptions, VideoOptions, build, http_fields
 from facerestore.server.config import ServerConfig
 
 DETECT_OPTIONS = ("detector", "threshold", "min_face_size", "only_center_face", "only_largest_face")
 RESTORE_FIELDS = http_fields(RestoreOptions)
 ENCODING_FIELDS = http_fields(Encoding)
+VIDEO_FIELDS = http_fields(VideoOptions)  # used when the upload is a clip
 DETECT_FIELDS = [field for field in RESTORE_FIELDS if field.name in DETECT_OPTIONS]
 IMAGE_FIELD = {
     "type": "string",
     "format": "binary",
-    "description": "the picture; its content decides the format",
+    "description": "the picture or video clip; its content decides the format",
 }
 _BROWSER_FORMATS = ("jpg", "png", "webp")  # 'auto' keeps these; anything else comes back as PNG
 
@@ -38,7 +39,7 @@ def _schema(title: str, fields: list[OptionField]) -> dict[str, Any]:
 
 
 FORM_SCHEMAS = {
-    "RestoreForm": _schema("RestoreForm", [*RESTORE_FIELDS, *ENCODING_FIELDS]),
+    "RestoreForm": _schema("RestoreForm", [*RESTORE_FIELDS, *ENCODING_FIELDS, *VIDEO_FIELDS]),
     "DetectForm": _schema("DetectForm", DETECT_FIELDS),
 }
 
@@ -67,9 +68,15 @@ def detect_options(fields: Mapping[str, str], config: ServerConfig) -> RestoreOp
     return build(RestoreOptions, {**values, **_server_side(config)})
 
 
-def restore_options(fields: Mapping[str, str], config: ServerConfig) -> tuple[RestoreOptions, Encoding]:
-    restore, encoding = _split(fields, RESTORE_FIELDS, ENCODING_FIELDS)
-    return build(RestoreOptions, {**restore, **_server_side(config)}), build(Encoding, encoding)
+def restore_options(
+    fields: Mapping[str, str], config: ServerConfig
+) -> tuple[RestoreOptions, Encoding, VideoOptions]:
+    restore, encoding, video = _split(fields, RESTORE_FIELDS, ENCODING_FIELDS, VIDEO_FIELDS)
+    return (
+        build(RestoreOptions, {**restore, **_server_side(config)}),
+        build(Encoding, encoding),
+        build(VideoOptions, video),
+    )
 
 
 def response_format(encoding: Encoding, source_format: str) -> str:

@@ -33,6 +33,7 @@ STAGE_SPANS = {
     "upscale": (0.05, 0.45),
     "faces": (0.45, 0.95),
     "done": (0.95, 0.95),
+    "frames": (0.0, 0.95),  # a clip's frames, each through every stage above
     "encode": (0.95, 1.0),
 }
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from facerestore.errors import FaceRestoreError, ModelMissingError
-from facerestore.server.forms import ENCODING_FIELDS, RESTORE_FIELDS
+from facerestore.server.forms import ENCODING_FIELDS, RESTORE_FIELDS, VIDEO_FIELDS
 
-FORM_FIELDS = frozenset(field.name for field in (*RESTORE_FIELDS, *ENCODING_FIELDS))
+FORM_FIELDS = frozenset(field.name for field in (*RESTORE_FIELDS, *ENCODING_FIELDS, *VIDEO_FIELDS))
 # An absolute path's folders (POSIX or Windows); not a URL's, whose slashes follow a colon or a slash.
 _FOLDERS = re.compile(r"(?<![\w.:/\\])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"():;,]+[/\\])+")
 

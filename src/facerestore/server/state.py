@@ -14,9 +14,9 @@ from facerestore.networks import Networks
 from facerestore.server.config import ServerConfig
 from facerestore.server.http import ApiError
 from facerestore.server.jobs import Job, JobManager
-from facerestore.server.restore import RestoreOutcome, RestoreRequest
+from facerestore.server.restore import ClipRequest, Engine, RestoreOutcome, RestoreRequest
 
-RestoreJob = Job[RestoreRequest, RestoreOutcome]
+RestoreJob = Job[RestoreRequest | ClipRequest, RestoreOutcome]
 T = TypeVar("T")
 
 
@@ -26,7 +26,8 @@ class ServerState:
 
     config: ServerConfig
     networks: Networks
-    jobs: JobManager[RestoreRequest, RestoreOutcome]
+    engine: Engine  # where the jobs' pictures are restored
+    jobs: JobManager[RestoreRequest | ClipRequest, RestoreOutcome]
     light_work: anyio.CapacityLimiter  # decoding and detection: short, but CPU-bound, so bounded too
     preload_error: str | None = None
     preloaded: bool = False

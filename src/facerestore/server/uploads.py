@@ -17,8 +17,9 @@ from facerestore.server.forms import check_output_size, restore_options
 from facerestore.server.http import ApiError
 from facerestore.server.jobs import QueueFull
 from facerestore.server.messages import public_message
-from facerestore.server.restore import RestoreRequest
+from facerestore.server.restore import ClipRequest, RestoreRequest
 from facerestore.server.state import RestoreJob, ServerState
+from facerestore.video import VideoError, clip_size, container_extension
 
 T = TypeVar("T")
 MAX_FIELDS = 32
@@ -96,26 +97,45 @@ def check_inline_size(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-async def restore_request(state: ServerState, request: Request, *, inline: bool = False) -> RestoreRequest:
+async def restore_request(
+    state: ServerState, request: Request, *, inline: bool = False
+) -> RestoreRequest | ClipRequest:
     """The upload's restore, refused before its picture is decoded when the queue is full or the header
     declares too many pixels: decoding a large picture costs a second and hundreds of MB."""
     upload = await read_upload(request)
-    options, encoding = checked(lambda: restore_options(upload.fields, state.config))
+    options, encoding, video = checked(lambda: restore_options(upload.fields, state.config))
     restorer = checked(lambda: Restorer(options, state.networks))  # 'auto' resolved, models checked, now
+    extension = container_extension(upload.data)
     try:
         state.jobs.check_room()
-        size = declared_size(upload.data, max_pixels=state.config.max_pixels, name="upload")
+        size = _declared_size(upload.data, extension, state.config.max_pixels)
     except QueueFull as error:
         raise busy(error) from None
     except ImageError as error:
         raise unreadable(error) from None
     checked(lambda: check_output_size(size, options.scale, state.config))
+    if extension is not None:
+        if inline:
+            raise ApiError(413, "a video is restored as a job: create one with POST /v1/jobs")
+        return ClipRequest(upload.data, extension, restorer, video, state.config.max_pixels)
     if inline:
         check_inline_size(size, state.config.sync_max_pixels)
     return RestoreRequest(await decode_upload(state, upload), restorer, encoding)
 
 
-def submit(state: ServerState, request: RestoreRequest) -> RestoreJob:
+def _declared_size(data: bytes, extension: str | None, max_pixels: int) -> tuple[int, int]:
+    """A picture's or a clip's frame size from its header, refused over ``max_pixels``."""
+    if extension is None:
+        return declared_size(data, max_pixels=max_pixels, name="upload")
+    width, height = clip_size(data)
+    if width * height > max_pixels:
+        raise VideoError(
+            f"upload: {width}x{height} frames exceed this server's limit of {max_pixels / 1e6:g} megapixels"
+        )
+    return width, height
+
+
+def submit(state: ServerState, request: RestoreRequest | ClipRequest) -> RestoreJob:
     try:
         return state.jobs.submit(request)
     except QueueFull as error:

@@ -23,6 +23,8 @@ def job_links(job: RestoreJob) -> dict[str, Any]:
     if job.state is JobState.SUCCEEDED and job.outcome is not None:
         links["result"] = f"{base}/result"
         links["input"] = f"{base}/input"
+        if job.outcome.is_video:
+            links["frame"] = f"{base}/frame"  # ?at=SECONDS&side=before|after
         links["faces"] = [
             {"before": f"{base}/faces/{index}/before", "after": f"{base}/faces/{index}/after"}
             for index in range(len(job.outcome.face_thumbnails))

@@ -1,5 +1,5 @@
-// The facerestore page: pick a photo, send it as a job to this server's /v1 API, show progress, then a
-// before/after comparison, the faces, and a download of the full-resolution result.
+// The facerestore page: pick a photo or a video, send it as a job to this server's /v1 API, show progress,
+// then a before/after comparison (of a chosen frame, for a video), the faces, and a download of the result.
 "use strict";
 
 const POLL_MS = 400;
@@ -12,6 +12,7 @@ const STAGE_TEXT = {
   faces: "Restoring faces",
   done: "Finishing",
   encode: "Preparing the result",
+  frames: "Restoring frames",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -48,6 +49,9 @@ const ui = {
   faces: $("faces"),
   faceCount: $("face-count"),
   noFaces: $("no-faces"),
+  timeField: $("time-field"),
+  time: $("time"),
+  timeValue: $("time-value"),
 };
 
 const state = {
@@ -60,6 +64,8 @@ const state = {
   zoom: "fit",
   resultSize: null,
   dragging: false,
+  frameLink: null, // a video job's frame endpoint; null for a photo
+  frameUrls: [], // the frame images on show
 };
 
 // -- talking to the API
@@ -112,7 +118,8 @@ function explain(error) {
   if (!(error instanceof ApiError)) return `Could not reach the server (${error.message}).`;
   const detail = error.message.replace(/^upload: /, "");
   if (error.status === 422) {
-    return `This file can't be read as a photo: ${detail}. Choose a JPEG, PNG, WebP, TIFF, BMP or HEIC image.`;
+    return `This file can't be read as a photo or a video: ${detail}. Choose a JPEG, PNG, WebP, TIFF, BMP or ` +
+      "HEIC image, or an MP4, MOV, MKV, WebM or AVI video.";
   }
   if (error.status === 413) return `This photo is too large for this server: ${detail}.`;
   if (error.status === 429 || error.status === 503) return `The server is busy: ${detail}. Try again shortly.`;
@@ -125,7 +132,7 @@ function showProgress(job) {
   const stage = job.progress ? job.progress.stage : "queued";
   let text = STAGE_TEXT[stage] || "Working";
   if (job.status === "queued" && job.queue_position > 0) text += ` (${job.queue_position} ahead)`;
-  if ((stage === "faces" || stage === "upscale") && job.progress.total > 1) {
+  if (["faces", "upscale", "frames"].includes(stage) && job.progress.total > 1) {
     text += ` (${Math.min(job.progress.done + 1, job.progress.total)} of ${job.progress.total})`;
   }
   ui.progressText.textContent = `${text}…`;
@@ -315,20 +322,34 @@ function stem(name) {
 }
 
 function describe(result) {
-  const count = result.faces.length;
   const seconds = Object.values(result.timings).reduce((sum, value) => sum + value, 0);
-  return `${result.input.width} × ${result.input.height} → ${result.width} × ${result.height} · ` +
-    `${count} face${count === 1 ? "" : "s"} · ${result.face_model} · background: ${result.bg_upsampler} · ` +
-    `${seconds.toFixed(1)} s`;
+  const sizes = `${result.input.width} × ${result.input.height} → ${result.width} × ${result.height}`;
+  const models = `${result.face_model} · background: ${result.bg_upsampler} · ${seconds.toFixed(1)} s`;
+  if (result.video) {
+    const tracks = Object.keys(result.video.tracks).length;
+    return `${sizes} · ${result.video.frames_out} frames at ${result.video.fps} fps · ` +
+      `${tracks} face track${tracks === 1 ? "" : "s"} · ${models}`;
+  }
+  const count = result.faces.length;
+  return `${sizes} · ${count} face${count === 1 ? "" : "s"} · ${models}`;
 }
 
 async function showResult(job) {
   releaseBlobs();
   const result = job.result;
-  const [afterUrl, beforeUrl] = await Promise.all([blobUrl(job.links.result), blobUrl(job.links.input)]);
+  state.frameLink = job.links.frame || null;
+  const afterUrl = await blobUrl(job.links.result);
   state.resultSize = { width: result.width, height: result.height };
   ui.stage.style.aspectRatio = `${result.width} / ${result.height}`;
-  await Promise.all([loadImage(ui.after, afterUrl), loadImage(ui.before, beforeUrl)]);
+  if (state.frameLink) {
+    ui.time.max = String(result.video.duration_s || 0);
+    ui.time.value = "0";
+    await showFrame();
+  } else {
+    const beforeUrl = await blobUrl(job.links.input);
+    await Promise.all([loadImage(ui.after, afterUrl), loadImage(ui.before, beforeUrl)]);
+  }
+  ui.timeField.hidden = !state.frameLink;
   ui.download.href = afterUrl;
   ui.download.download = `${stem(state.file.name)}-restored.${result.format === "jpeg" ? "jpg" : result.format}`;
   ui.resultInfo.textContent = describe(result);
@@ -337,6 +358,19 @@ async function showResult(job) {
   setDivider(50);
   applyZoom(state.zoom);
   ui.resultPanel.scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// A video's comparison shows one frame, before and after, at the time the slider picks.
+async function showFrame() {
+  const at = Number(ui.time.value);
+  ui.timeValue.textContent = `${at.toFixed(2)} s`;
+  const [after, before] = await Promise.all(["after", "before"].map(
+    async (side) => URL.createObjectURL(await (await api(`${state.frameLink}?at=${at}&side=${side}`)).blob()),
+  ));
+  await Promise.all([loadImage(ui.after, after), loadImage(ui.before, before)]);
+  state.frameUrls.forEach((url) => URL.revokeObjectURL(url)); // the frames shown before these
+  state.frameUrls = [after, before];
+  ui.stage.dataset.frameAt = String(at);
 }
 
 function loadImage(img, url) {
@@ -351,7 +385,7 @@ async function showFaces(job) {
   ui.faces.replaceChildren();
   const faces = job.result.faces;
   ui.faceCount.textContent = faces.length ? `(${faces.length})` : "";
-  ui.noFaces.hidden = faces.length > 0;
+  ui.noFaces.hidden = faces.length > 0 || Boolean(job.result.video);
   const links = job.links.faces || [];
   const items = await Promise.all(faces.map(async (face, index) => {
     const [before, after] = await Promise.all([blobUrl(links[index].before), blobUrl(links[index].after)]);
@@ -457,6 +491,8 @@ function start() {
   ui.form.addEventListener("submit", runJob);
   ui.cancel.addEventListener("click", cancelJob);
   ui.model.addEventListener("change", updateModelFields);
+  ui.time.addEventListener("change", () => showFrame().catch((error) => showMessage(explain(error))));
+  ui.time.addEventListener("input", () => { ui.timeValue.textContent = `${Number(ui.time.value).toFixed(2)} s`; });
   ui.fidelity.addEventListener("input", () => {
     ui.fidelityValue.textContent = Number(ui.fidelity.value).toFixed(2);
   });

@@ -49,10 +49,22 @@ def test_a_patch_moving_over_a_photo_hides_what_it_uncovers(shared_dir: Path) ->
     assert uncovered.mean() < 0.3 and still.mean() > 0.9
 
 
+def test_the_previous_crop_is_sampled_where_the_flow_points_at_any_crop_sizes() -> None:
+    """A 512 px previous crop, a 256 px current one, everything moved 2 flow pixels (8 px at 512): on a
+    ramp, bilinear sampling is exact, so each current pixel's value says where it was read."""
+    ramp = np.broadcast_to((np.arange(512, dtype=np.float32) / 512)[None, :, None], (512, 512, 3)).copy()
+    side = temporal.FLOW_SIDE
+    moved = temporal.Motion(np.full((side, side, 2), (2.0, 0.0), np.float32), np.ones((side, side), bool))
+    warped = temporal.warp_previous(ramp, moved, 256)
+    columns = np.arange(200)
+    expected = (2 * columns + 0.5 + 8) / 512  # pixel x of 256 is centred on 2x + 0.5 at 512, then moved 8
+    np.testing.assert_allclose(warped[10, :200, 0], expected, atol=1e-5)
+
+
 def test_blending_starts_from_the_frame_itself() -> None:
     crop = np.random.default_rng(0).random((64, 64, 3), np.float32)
     source = temporal.flow_source(crop)
-    mixed, memory = temporal.blend(None, source, crop)
+    mixed, memory = temporal.blend(None, source, crop, 0.7)
     assert mixed is crop and memory.restored is crop
 
 
@@ -64,8 +76,9 @@ def test_blending_lowers_the_restored_faces_warping_error_on_a_real_clip(tmp_pat
     source = read_frames(clip)
     motion, regions = flows(source), face_regions(source, RetinaFace())
     errors = {}
-    for weight in (0.0, temporal.DEFAULT_WEIGHT):
+    default = VideoOptions().temporal_blend
+    for weight in (0.0, default):
         target = tmp_path / f"blend-{weight}.mp4"
         restore_video(clip, target, restorer, VideoOptions(temporal_blend=weight, preset="ultrafast"))
         errors[weight] = warping_error(read_frames(target), motion, regions)
-    assert errors[temporal.DEFAULT_WEIGHT] < 0.8 * errors[0.0], errors
+    assert errors[default] < 0.8 * errors[0.0], errors

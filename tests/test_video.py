@@ -107,6 +107,8 @@ def test_a_clip_keeps_its_frames_timestamps_and_sound(
         t["frames"] == 6 and t["first_frame"] == 0 for t in tracks
     )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "written atomically"
+    (tmp_path / "plain-new-file").touch()
+    assert restored.stat().st_mode == (tmp_path / "plain-new-file").stat().st_mode  # not the temp's 0600
 
 
 def test_a_variable_frame_rate_stays_variable(
@@ -243,3 +245,18 @@ def test_on_a_cpu_video_defaults_take_the_fast_path_and_named_choices_stay() -> 
         "realesr-compact-x2",
     )
     assert named.options.detection == RestoreOptions().detection
+
+
+def test_a_clip_with_the_defaults_says_it_takes_the_fast_path(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    code, err = run(capsys, "restore", str(clips["steady"]), "-o", str(tmp_path), "--report", str(report))
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: clips take the video fast path on a CPU (faces: realesr-compact-x4, background: none); "
+        "--face-model and --bg-upsampler choose others"
+    ]
+    [record] = json.loads(report.read_text())
+    assert (record["face_model"], record["bg_upsampler"]) == ("realesr-compact-x4", "none")

@@ -17,7 +17,6 @@ import numpy as np
 
 FLOW_SIDE = 128  # px: the input crops are compared at this side (the face is rarely sharper than this)
 OCCLUSION_TOLERANCE = 1.0  # px at FLOW_SIDE: forward and backward flow must cancel to within this
-DEFAULT_WEIGHT = 0.7  # share of the previous (warped) crop where the flow is trusted; chosen by measurement
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,9 @@ def flow_source(crop: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, (FLOW_SIDE, FLOW_SIDE), interpolation=interpolation)
 
 
-def _pixel_grid(side: int) -> np.ndarray:
-    return np.dstack(np.meshgrid(np.arange(side), np.arange(side))).astype(np.float32)
+def _pixel_grid(width: int, height: int) -> np.ndarray:
+    """Each pixel's own (x, y), float32, as cv2.remap takes sampling positions."""
+    return np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32)
 
 
 def occlusion_mask(
@@ -54,7 +54,7 @@ def occlusion_mask(
     """True where following ``forward`` (a -> b) and then ``backward`` (b -> a) comes back to the start
     within ``tolerance`` pixels and lands inside the picture: the pixel is seen in both (not occluded)."""
     height, width = forward.shape[:2]
-    landing = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32) + forward
+    landing = _pixel_grid(width, height) + forward
     back_there = cv2.remap(backward, landing, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inside = (
         (landing[..., 0] >= 0)
@@ -80,7 +80,7 @@ def _flow(start: np.ndarray, end: np.ndarray) -> np.ndarray:
 def warp_previous(restored: np.ndarray, moved: Motion, side: int) -> np.ndarray:
     """The previous restored crop resampled onto the current crop's ``side`` x ``side`` pixels."""
     to_flow = FLOW_SIDE / side
-    centres = (_pixel_grid(side) + 0.5) * to_flow - 0.5  # current pixels in FLOW_SIDE units
+    centres = (_pixel_grid(side, side) + 0.5) * to_flow - 0.5  # current pixels in FLOW_SIDE units
     flow = cv2.resize(moved.flow, (side, side), interpolation=cv2.INTER_LINEAR)
     previous_side = restored.shape[0]
     sample_at = (centres + flow + 0.5) * (previous_side / FLOW_SIDE) - 0.5
@@ -88,10 +88,12 @@ def warp_previous(restored: np.ndarray, moved: Motion, side: int) -> np.ndarray:
 
 
 def blend(
-    memory: FaceMemory | None, source: np.ndarray, restored: np.ndarray, weight: float = DEFAULT_WEIGHT
+    memory: FaceMemory | None, source: np.ndarray, restored: np.ndarray, weight: float
 ) -> tuple[np.ndarray, FaceMemory]:
-    """The crop to paste (``restored`` mixed with the previous one where the motion is trusted) and what
-    to remember for the next frame. ``source`` comes from ``flow_source``; ``restored`` is float32 RGB."""
+    """The crop to paste (``restored`` mixed with the previous one, ``weight`` of it, where the motion is
+    trusted) and what to remember for the next frame. ``source`` comes from ``flow_source``; ``restored`` is
+    float32 RGB. The weight is VideoOptions.temporal_blend (0.7 by default, chosen by measurement:
+    docs/benchmarks.md)."""
     if memory is None or weight <= 0:
         return restored, FaceMemory(source, restored)
     moved = motion(memory.source, source)

@@ -191,6 +191,15 @@ def test_a_sharp_clean_face_is_kept_and_a_damaged_one_restored(shared_dir: Path)
     assert restored.model == restored.analysis.advice.face_model and restored.blend > 0
 
 
+def test_a_clips_frames_skip_the_analysis_unless_an_auto_value_needs_it(shared_dir: Path) -> None:
+    picture = face_picture(shared_dir, SEVERITIES["moderate"], 400)
+    fixed = RestoreOptions(scale=1, bg_upsampler="none", face_model="realesr-compact-x4")
+    [face] = Restorer(fixed).restore(picture, analyse=False).faces
+    assert face.analysis is None and face.model == "realesr-compact-x4"
+    [face] = Restorer(fixed.model_copy(update={"blend": "auto"})).restore(picture, analyse=False).faces
+    assert face.analysis is not None, "blend 'auto' is chosen from the analysis"
+
+
 def test_heavily_damaged_faces_carry_the_benchmarks_identity_warning() -> None:
     installed = ("realesrgan-x4plus", "realesr-compact-x2", "realesr-compact-x4")
     sharp = FaceMeasures(width=200, yaw=0, roll=0, effective_width=190, noise=0.5, jpeg_quality=95)

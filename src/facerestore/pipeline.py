@@ -121,16 +121,20 @@ class Plan:
         return cls(face_model, face_precision, upsampler, precision)
 
     def for_picture(
-        self, options: RestoreOptions, size: tuple[int, int], analyses: Sequence[FaceAnalysis]
+        self, options: RestoreOptions, size: tuple[int, int], analyses: Sequence[FaceAnalysis | None]
     ) -> PictureSettings:
-        """The options' per-picture 'auto' values resolved from its faces' analyses; ``size`` is (width,
-        height)."""
-        scale = auto_scale(size, analyses) if options.scale == AUTO else float(options.scale)
+        """The options' per-picture 'auto' values resolved from its faces' analyses (None: not analysed,
+        which only options without 'auto' values allow); ``size`` is (width, height)."""
+        if options.scale == AUTO:
+            scale = auto_scale(size, [analysis for analysis in analyses if analysis is not None])
+        else:
+            scale = float(options.scale)
         return PictureSettings(scale, tuple(self._face_settings(options, a) for a in analyses))
 
-    def _face_settings(self, options: RestoreOptions, analysis: FaceAnalysis) -> FaceSettings:
+    def _face_settings(self, options: RestoreOptions, analysis: FaceAnalysis | None) -> FaceSettings:
         if options.blend != AUTO:
             return FaceSettings(self.face_model, float(options.blend))
+        assert analysis is not None, "blend 'auto' needs each face's analysis"
         advice = analysis.advice
         if advice.face_model is None:
             return FaceSettings(None, 0.0)
@@ -217,18 +221,21 @@ class Restorer:
         keep_crops: bool = False,
         faces: Sequence[Face] | None = None,
         refine: FaceRefiner | None = None,
+        analyse: bool = True,
     ) -> RestoreResult:
         """Restores the picture's faces: those detected, or ``faces`` when given (a video's tracked and
         smoothed faces, say); ``refine`` may change each restored crop before it is pasted (a video's
-        temporal blending). Each face is analysed first, and the options' 'auto' values are resolved from
-        those analyses, once for this picture."""
+        temporal blending). Each face is analysed first (its record carries the analysis), and the options'
+        'auto' values are resolved from those analyses, once for this picture; ``analyse=False`` skips the
+        analysis where no 'auto' value needs it (a clip's frames: ~0.1 s a face)."""
         timer = _Timer()
         report = progress or (lambda stage, done, total: None)
         with timer.stage("detect"):
             report("detect", 0, 1)
             found = self._faces(picture, faces)
         with timer.stage("analyse"):
-            analyses = analyse_faces(picture, found)
+            wanted = analyse or AUTO in (self.options.scale, self.options.blend)
+            analyses = analyse_faces(picture, found) if wanted else (None,) * len(found)
         settings = self.plan.for_picture(self.options, (picture.width, picture.height), analyses)
         if self.options.aligned:
             pixels, restored, crops = self._restore_aligned(
@@ -267,7 +274,7 @@ class Restorer:
         self,
         pixels: np.ndarray,
         faces: Sequence[Face],
-        analyses: Sequence[FaceAnalysis],
+        analyses: Sequence[FaceAnalysis | None],
         settings: PictureSettings,
         timer: _Timer,
         report: ProgressCallback,
@@ -345,7 +352,7 @@ class Restorer:
         self,
         pixels: np.ndarray,
         face: Face,
-        analysis: FaceAnalysis,
+        analysis: FaceAnalysis | None,
         settings: PictureSettings,
         timer: _Timer,
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:

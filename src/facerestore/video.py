@@ -332,7 +332,7 @@ def _restored(frame: Any, clip: _Clip) -> Any:
     started = time.perf_counter()
     faces = follower.faces(picture, seconds)
     timings = {"track": time.perf_counter() - started} if faces is not None else {}
-    result = clip.restorer.restore(picture, faces=faces, refine=follower.refiner())
+    result = clip.restorer.restore(picture, faces=faces, refine=follower.refiner(), analyse=False)
     report.faces += len(result.faces)
     for stage, spent in (timings | result.timings).items():
         report.timings[stage] = round(report.timings.get(stage, 0.0) + spent, 3)

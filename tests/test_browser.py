@@ -189,8 +189,9 @@ def test_the_page_offers_what_the_api_declares(page: Any, page_server: RunningSe
 
     assert offered("#face-model") == info["choices"]["face_model"]
     assert offered("#bg-upsampler") == form["bg_upsampler"]["enum"] == info["choices"]["bg_upsampler"]
-    scales = [float(value) for value in offered("#scale")]
+    scales = [float(value) for value in offered("#scale") if value != "auto"]
     assert (scales[0], scales[-1]) == (form["scale"]["minimum"], form["scale"]["maximum"])
+    assert offered("#scale")[-1] == "auto" and {"enum": ["auto"], "type": "string"} in form["scale"]["anyOf"]
     assert float(page.input_value("#scale")) == form["scale"]["default"]
     assert page.input_value("#bg-upsampler") == form["bg_upsampler"]["default"]
     fidelity = page.locator("#fidelity")
@@ -205,6 +206,7 @@ def test_a_video_shows_progress_in_frames_a_frame_to_scrub_and_downloads(
     write_clip(clip, pan_frames(shared_dir, 12), [i * 1000 for i in range(12)], Fraction(1, 8000))
     page.wait_for_selector("#face-model option >> nth=1", state="attached")
     page.set_input_files("#file-input", str(clip))
+    assert page.locator('#scale option[value="auto"]').is_disabled(), "a clip's scale is a number"
     page.select_option("#bg-upsampler", "none")
     page.select_option("#face-model", "realesr-compact-x4")  # the cheap real network: 12 frames on a CPU
     page.click("#restore-button")

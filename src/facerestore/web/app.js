@@ -66,6 +66,7 @@ const state = {
   dragging: false,
   frameLink: null, // a video job's frame endpoint; null for a photo
   frameUrls: [], // the frame images on show
+  defaultScale: 2,
 };
 
 // -- talking to the API
@@ -190,6 +191,7 @@ const BACKGROUND_LABELS = { auto: "Automatic", none: "Resize only (fastest)" };
 // The choices, defaults and ranges come from the server (its option declarations), never from this page.
 function buildOptions(info, form) {
   const fields = form.properties;
+  state.defaultScale = fields.scale.default;
   state.autoModel = info.auto_face_model;
   state.autoFallbackNote = info.auto_fallback_note;
   const auto = state.models.get(info.auto_face_model);
@@ -201,6 +203,7 @@ function buildOptions(info, form) {
   for (let scale = Math.ceil(fields.scale.minimum); scale <= fields.scale.maximum; scale += 1) {
     addOption(ui.scale, String(scale), `${scale}×`, { selected: scale === fields.scale.default });
   }
+  if (acceptsAuto(fields.scale)) addOption(ui.scale, "auto", "Automatic (from the faces)");
   info.choices.bg_upsampler.forEach((name) => {
     const row = state.models.get(name);
     const text = BACKGROUND_LABELS[name] || (row ? row.title : name);
@@ -209,6 +212,19 @@ function buildOptions(info, form) {
   Object.assign(ui.fidelity, { min: fields.fidelity.minimum, max: fields.fidelity.maximum });
   ui.fidelity.value = fields.fidelity.default;
   ui.fidelityValue.textContent = Number(ui.fidelity.value).toFixed(2);
+}
+
+function acceptsAuto(field) {
+  return (field.anyOf || []).some((kind) => (kind.enum || []).includes("auto"));
+}
+
+// A clip needs a number: its scale cannot follow each frame's faces.
+function fitScaleToFile(file) {
+  const video = file.type.startsWith("video/") || /\.(mp4|mov|m4v|mkv|webm|avi)$/i.test(file.name);
+  const auto = ui.scale.querySelector('option[value="auto"]');
+  if (!auto) return;
+  auto.disabled = video;
+  if (video && ui.scale.value === "auto") ui.scale.value = String(Math.round(state.defaultScale));
 }
 
 async function loadModels() {
@@ -244,6 +260,7 @@ function formatBytes(bytes) {
 function chooseFile(file) {
   if (!file) return;
   state.file = file;
+  fitScaleToFile(file);
   ui.fileName.textContent = `${file.name} · ${formatBytes(file.size)}`;
   ui.filePreview.hidden = true;
   ui.filePreview.onload = () => { ui.filePreview.hidden = false; };

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from facerestore.errors import ModelError
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def assert_one_clear_line(error: ModelError, *words: str) -> None:
@@ -13,3 +20,14 @@ def assert_one_clear_line(error: ModelError, *words: str) -> None:
     )
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
+
+
+def quick_benchmark_output(script: str, out: Path, shared_dir: Path, timeout: float) -> list[str]:
+    """Runs ``benchmarks/SCRIPT --quick`` in its own process; its printed lines, once it has succeeded."""
+    command = [sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(out)]
+    environment = {**os.environ, "FACERESTORE_SHARED": str(shared_dir)}
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, env=environment
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout.splitlines()

@@ -11,6 +11,6 @@ def test_quick_video_speed_benchmark_prints_every_part(shared_dir: Path, tmp_pat
     lines = quick_benchmark_output("video_speed.py", tmp_path, shared_dir, timeout=900)
     speeds = [line.split() for line in lines if line.startswith(("480p", "720p"))]
     assert len(speeds) == 4 and all(float(row[5]) > 0 for row in speeds)  # frames/s of each clip
-    assert any(line.startswith("video default") for line in lines)  # its quality on carphone
+    assert any(line.startswith("compact+none") for line in lines)  # its quality on carphone
     memory = [line for line in lines if line.startswith("memory:")]
     assert len(memory) == 3 and all("peak RSS" in line for line in memory)  # 2 clips, then their ratio

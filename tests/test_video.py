@@ -232,31 +232,32 @@ def test_subtitles_are_copied_packet_for_packet(
     assert kept[0] == kept[1] and [text for text, _, _ in kept[1]] == [b"Hello there", b"A second line"]
 
 
-def test_on_a_cpu_video_defaults_take_the_fast_path_and_named_choices_stay() -> None:
-    fast = for_video(Restorer(RestoreOptions()))
-    assert (fast.plan.face_model.name, fast.plan.bg_upsampler) == ("realesr-compact-x4", "none")
-    assert fast.plan.face_precision == "int8"
-    assert fast.options.detection.max_side == fast.options.detection.base_side  # one detection scale
+def test_on_a_cpu_a_clips_background_takes_lanczos_and_its_faces_the_photo_restorer() -> None:
+    clip = for_video(Restorer(RestoreOptions()))
+    assert (clip.plan.face_model.name, clip.plan.bg_upsampler) == ("realesrgan-x4plus", "none")
+    assert clip.options.detection.max_side == clip.options.detection.base_side  # one detection scale
     named = for_video(
-        Restorer(RestoreOptions(face_model="realesrgan-x4plus", bg_upsampler="realesr-compact-x2"))
+        Restorer(RestoreOptions(face_model="realesr-compact-x4", bg_upsampler="realesr-compact-x2"))
     )
     assert (named.plan.face_model.name, named.plan.bg_upsampler) == (
-        "realesrgan-x4plus",
+        "realesr-compact-x4",
         "realesr-compact-x2",
     )
-    assert named.options.detection == RestoreOptions().detection
 
 
-def test_a_clip_with_the_defaults_says_it_takes_the_fast_path(
+def test_a_clip_with_the_default_background_says_it_takes_lanczos(
     capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
 ) -> None:
     report = tmp_path / "report.json"
-    code, err = run(capsys, "restore", str(clips["steady"]), "-o", str(tmp_path), "--report", str(report))
+    faces = ["--face-model", "realesr-compact-x4"]  # a cheap real network: this test is about the background
+    code, err = run(
+        capsys, "restore", str(clips["steady"]), "-o", str(tmp_path), "--report", str(report), *faces
+    )
     assert code == 0, err
     notes = [line for line in err.splitlines() if line.startswith("note:")]
     assert notes == [
-        "note: clips take the video fast path on a CPU (faces: realesr-compact-x4, background: none); "
-        "--face-model and --bg-upsampler choose others"
+        "note: on a CPU clips take Lanczos for the background (realesr-compact-x4 costs seconds a frame); "
+        "--bg-upsampler chooses another"
     ]
     [record] = json.loads(report.read_text())
     assert (record["face_model"], record["bg_upsampler"]) == ("realesr-compact-x4", "none")

@@ -133,17 +133,15 @@ def _restorers_for(restorer: Restorer, jobs: Sequence[batch.Job]) -> list[Restor
     choices 'auto' made that the user may not expect."""
     clips = sum(is_video(job.source) for job in jobs)
     in_use = ([restorer] if clips < len(jobs) else []) + ([for_video(restorer)] if clips else [])
-    for used in in_use:
-        fallback = auto_fallback_note(used.plan.face_model)
-        if fallback and used.options.face_model == "auto":
-            print(f"note: {fallback}", file=sys.stderr)
-        if used.options != restorer.options:
-            plan = used.plan
-            print(
-                f"note: clips take the video fast path on a CPU (faces: {plan.face_model.name}, background: "
-                f"{plan.bg_upsampler}); {_flag('face_model')} and {_flag('bg_upsampler')} choose others",
-                file=sys.stderr,
-            )
+    fallback = auto_fallback_note(restorer.plan.face_model)
+    if fallback and restorer.options.face_model == "auto":
+        print(f"note: {fallback}", file=sys.stderr)
+    if clips and in_use[-1].plan.bg_upsampler != restorer.plan.bg_upsampler:
+        print(
+            f"note: on a CPU clips take Lanczos for the background ({restorer.plan.bg_upsampler} costs "
+            f"seconds a frame); {_flag('bg_upsampler')} chooses another",
+            file=sys.stderr,
+        )
     return in_use
 
 

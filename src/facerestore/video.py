@@ -35,7 +35,6 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 FrameProgress = Callable[[int, int | None], None]  # (frames done, frames expected or None)
 _EIGHT_BIT_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "rgb24"}
 _COPYABLE = ("audio", "subtitle", "data")
-FAST_FACE_MODEL = "realesr-compact-x4"
 
 
 class VideoError(ImageError):
@@ -85,17 +84,17 @@ def restore_video(
 
 
 def for_video(restorer: Restorer) -> Restorer:
-    """The restorer a clip uses. On a CPU the 'auto' choices take the video fast path, the only one near
-    real time there (benchmarks/video_speed.py), where a photo's defaults take seconds per frame: the compact
-    network on faces, searched for at one detection scale, and Lanczos on the background. Named choices and
-    accelerators are left as they are."""
+    """The restorer a clip uses. On a CPU a clip's background takes Lanczos when it is 'auto' and faces are
+    searched for at one detection scale: a photo's defaults there cost seconds a frame. The faces keep the
+    photo's restorer: the compact network would run a clip at 480p near real time (benchmarks/video_speed.py)
+    but, trained on animation, it paints faces flat with dark slits for eyes (docs/video-faces.jpg), so it
+    is a choice (--face-model realesr-compact-x4), not the default. Accelerators are left as they are."""
     options = restorer.options
     if runtime.uses_accelerator(options.device):
         return restorer
-    changes: dict[str, object] = {}
-    if options.face_model == "auto":
-        changes["face_model"] = FAST_FACE_MODEL
-        changes["detection"] = options.detection.model_copy(update={"max_side": options.detection.base_side})
+    changes: dict[str, object] = {
+        "detection": options.detection.model_copy(update={"max_side": options.detection.base_side})
+    }
     if options.bg_upsampler == "auto":
         changes["bg_upsampler"] = "none"
     return restorer.with_options(options.model_copy(update=changes)) if changes else restorer

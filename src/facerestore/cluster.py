@@ -9,9 +9,9 @@ must be on a file system every worker sees. Each worker process loads its networ
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -30,8 +30,7 @@ GPU = "GPU"  # the resource GPU workers declare: dask worker --resources GPU=1
 CONNECT_TIMEOUT = "10s"  # a scheduler that has not answered by then is not there
 
 _networks = Networks()  # this worker process's loaded networks, shared by every task and option set
-_restorers: dict[RestoreOptions, Restorer] = {}
-_restorers_lock = threading.Lock()
+RESTORERS_KEPT = 64  # option sets a worker keeps a restorer for (a server's jobs vary their options)
 
 
 @contextmanager
@@ -62,12 +61,11 @@ def connect(address: str) -> Iterator[Client]:
         yield client
 
 
+@functools.lru_cache(maxsize=RESTORERS_KEPT)
 def worker_restorer(options: RestoreOptions) -> Restorer:
-    """This process's restorer for ``options``: built once, its networks shared with every other one."""
-    with _restorers_lock:
-        if options not in _restorers:
-            _restorers[options] = Restorer(options, _networks)
-        return _restorers[options]
+    """This process's restorer for ``options``, its networks shared with every other one (a restorer holds
+    only its options and plan, so one built twice by concurrent first calls costs nothing)."""
+    return Restorer(options, _networks)
 
 
 class NetworksOnWorker(WorkerPlugin):

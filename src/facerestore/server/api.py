@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from facerestore import __version__
 from facerestore.analysis import analyse_picture
+from facerestore.detection import Face
 from facerestore.errors import ImageError
 from facerestore.image_io import Picture
 from facerestore.options import RestoreOptions
@@ -94,10 +95,8 @@ async def models(request: Request) -> Response:
     return JSONResponse(models_view(state_of(request)))
 
 
-def _detect(state: ServerState, data: bytes, options: RestoreOptions) -> dict[str, Any]:
-    picture = decode(data, state.config.max_pixels)
-    faces = Restorer(options, state.networks).detect(picture)
-    return {"width": picture.width, "height": picture.height, "faces": [face.to_dict() for face in faces]}
+def _detected(picture: Picture, faces: list[Face]) -> dict[str, Any]:
+    return {"faces": [face.to_dict() for face in faces]}
 
 
 @router.post(
@@ -107,26 +106,32 @@ def _detect(state: ServerState, data: bytes, options: RestoreOptions) -> dict[st
     responses=UPLOAD_ERRORS,
 )
 async def detect(request: Request) -> Response:
-    return await _look_at_upload(request, _detect)
+    return await _look_at_upload(request, _detected)
 
 
-async def _look_at_upload(
-    request: Request, look: Callable[[ServerState, bytes, RestoreOptions], dict[str, Any]]
-) -> Response:
-    """Runs a quick look (detection, analysis) at the uploaded picture with the form's detection options."""
+Look = Callable[[Picture, list[Face]], dict[str, Any]]  # what a quick look says of a picture and its faces
+
+
+async def _look_at_upload(request: Request, look: Look) -> Response:
+    """Decodes the uploaded picture, finds its faces with the form's detection options, and answers with its
+    size and what ``look`` says of them (the faces, their analysis)."""
     state = state_of(request)
     upload = await read_upload(request)
     options = checked(lambda: detect_options(upload.fields, state.config))
     try:
-        return JSONResponse(await state.run_light(look, state, upload.data, options))
+        return JSONResponse(await state.run_light(_look, state, upload.data, options, look))
     except ImageError as error:
         raise unreadable(error) from None
 
 
-def _analyse(state: ServerState, data: bytes, options: RestoreOptions) -> dict[str, Any]:
+def _look(state: ServerState, data: bytes, options: RestoreOptions, look: Look) -> dict[str, Any]:
     picture = decode(data, state.config.max_pixels)
-    analysis = analyse_picture(picture, Restorer(options, state.networks).detect(picture))
-    return {"width": picture.width, "height": picture.height, **analysis.to_dict()}
+    faces = Restorer(options, state.networks).detect(picture)
+    return {"width": picture.width, "height": picture.height, **look(picture, faces)}
+
+
+def _analysed(picture: Picture, faces: list[Face]) -> dict[str, Any]:
+    return analyse_picture(picture, faces).to_dict()
 
 
 @router.post(
@@ -136,7 +141,7 @@ def _analyse(state: ServerState, data: bytes, options: RestoreOptions) -> dict[s
     responses=UPLOAD_ERRORS,
 )
 async def analyze(request: Request) -> Response:
-    return await _look_at_upload(request, _analyse)
+    return await _look_at_upload(request, _analysed)
 
 
 async def _wait_while_connected(request: Request, job: RestoreJob) -> None:

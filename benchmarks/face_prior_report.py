@@ -37,7 +37,7 @@ def header(meta: dict[str, Any]) -> str:
             "`python benchmarks/face_prior_speed.py`.",
             f"Machine: {meta['cpu']}, {meta['cores']} cores; onnxruntime {meta['onnxruntime']} and PyTorch "
             f"{meta['torch']}, both on {meta['threads']} threads; spandrel {meta['spandrel']}; export: "
-            f"{meta['exporter']}.",
+            f"{meta['exporter']}; OpenVINO {meta.get('openvino') or 'not installed'}.",
             f"Contention: {_contention(meta['contention_start'])} at the start, "
             f"{_contention(meta['contention_end'])} at the end (other work on these cores inflates timings).",
             f"Faces: {', '.join(meta['faces_measured'])} (`gfpgan-cropped`, timed over {meta['runs']} runs "
@@ -53,7 +53,7 @@ def _row_cells(architecture: str, row: dict[str, Any]) -> list[Any]:
     difference = row.get("difference")
     if difference is None:  # PyTorch: a reference for speed only
         compared = ["–", "–", "–"]
-    elif row["runtime"].endswith("fp32"):
+    elif row["runtime"] == "ONNX Runtime fp32":
         compared = ["(reference)", "–", "–"]
     else:
         compared = [
@@ -77,9 +77,11 @@ def speedup_lines(architectures: list[dict[str, Any]]) -> list[str]:
     for result in architectures:
         speedup = result["ort_speedup_over_pytorch"]
         verdict = "met" if speedup >= SPEEDUP_TARGET else "not met"
+        openvino = result.get("openvino_speedup_over_pytorch")
+        also = f"; OpenVINO (`--device openvino`) at {openvino:.2f}x" if openvino else ""
         lines.append(
             f"- {result['architecture']}: ONNX Runtime fp32 runs at {speedup:.2f}x PyTorch's speed per face "
-            f"(target ≥ {SPEEDUP_TARGET}x: {verdict}); exported in {result['export_s']:.0f} s."
+            f"(target ≥ {SPEEDUP_TARGET}x: {verdict}){also}; exported in {result['export_s']:.0f} s."
         )
     return lines
 

@@ -7,7 +7,9 @@ Timing does not depend on weight values, so each network is built by spandrel's 
 random weights (as tests/test_checkpoints.py does) and exported through facerestore.checkpoint_export. Then,
 on the same real face crops and thread count:
 - ONNX Runtime with runtime.create_session's settings (fp32) against PyTorch run the way the upstream scripts
-  run it (eval mode, inference mode, fp32), median seconds per face after a warm-up;
+  run it (eval mode, inference mode, fp32), median seconds per face after a warm-up; PyTorch under bf16
+  autocast and OpenVINO (`--device openvino`, bf16 where the CPU has bf16 units) on the same file, when
+  installed, so the bf16 gain is shown for both runtimes;
 - fp16, int8 dynamic and int8 static (calibrated on other real faces) versions on ONNX Runtime, each timed the
   same way, with their output's difference from the fp32 output; bf16 where the CPU provider has kernels.
 
@@ -177,17 +179,37 @@ def time_interleaved(runners: dict[str, Runner], faces: list[np.ndarray], runs: 
     return {name: Timed(seconds[name], outputs[name]) for name in runners}
 
 
-def pytorch_runner(network: torch.nn.Module, architecture: Architecture) -> Runner:
+def pytorch_runner(network: torch.nn.Module, architecture: Architecture, *, bf16: bool = False) -> Runner:
+    """As upstream runs it (fp32); ``bf16``: under CPU autocast, PyTorch's own use of bf16 units (AMX)."""
+
     def run(face: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return architecture.upstream(network, torch.from_numpy(face)).numpy()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return architecture.upstream(network, torch.from_numpy(face)).float().numpy()
 
     return run
 
 
-def onnxruntime_runner(path: Path, fidelity_input: str | None) -> Runner:
-    session = runtime.create_session(path, threads=runtime.default_threads())
+def onnxruntime_runner(path: Path, fidelity_input: str | None, device: str = "cpu") -> Runner:
+    session = runtime.create_session(path, device, threads=runtime.default_threads())
     return lambda face: session.run(None, feeds_for(face, fidelity_input))[0]
+
+
+def openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return str(openvino.__version__).split("-")[0]
+
+
+def openvino_label() -> str | None:
+    """The OpenVINO row's label (its precision on this CPU), or None where openvino is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return f"OpenVINO {'bf16' if 'BF16' in capabilities else 'fp32'}"
 
 
 def difference(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
@@ -207,7 +229,7 @@ def difference(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[s
 
 # --- one architecture --------------------------------------------------------------------------------------
 
-PYTORCH, ORT_FP32 = "PyTorch fp32", "ONNX Runtime fp32"
+PYTORCH, PYTORCH_BF16, ORT_FP32 = "PyTorch fp32", "PyTorch bf16 autocast", "ONNX Runtime fp32"
 
 
 def measure_architecture(
@@ -220,9 +242,14 @@ def measure_architecture(
     log(f"{architecture.entry}: exported in {export_s:.0f} s ({fp32.stat().st_size / 2**20:.0f} MB)")
     runners = {
         PYTORCH: pytorch_runner(network, architecture),
+        PYTORCH_BF16: pytorch_runner(network, architecture, bf16=True),
         ORT_FP32: onnxruntime_runner(fp32, fidelity_input),
     }
     made: dict[str, dict[str, Any]] = {ORT_FP32: {"size_mb": fp32.stat().st_size / 2**20}}
+    openvino = openvino_label()
+    if openvino:  # the same fp32 file, run by OpenVINO (--device openvino)
+        runners[openvino] = onnxruntime_runner(fp32, fidelity_input, runtime.OPENVINO)
+        made[openvino] = {"size_mb": made[ORT_FP32]["size_mb"]}
     calibration_feeds = [feeds_for(face, fidelity_input) for face in calibration]
     for variant in VARIANTS:
         label = f"ONNX Runtime {variant.name}"
@@ -237,7 +264,8 @@ def measure_architecture(
     timed = time_interleaved(runners, faces, plan.runs)
     for path in work.glob("*.onnx"):
         path.unlink()  # the sessions hold their own copies
-    rows = [_row(label, timed.get(label), timed[ORT_FP32], made.get(label, {})) for label in [PYTORCH, *made]]
+    labels = [PYTORCH, PYTORCH_BF16, *made]
+    rows = [_row(label, timed.get(label), timed[ORT_FP32], made.get(label, {})) for label in labels]
     for row in rows:
         log(f"{architecture.entry}: {_describe(row)}")
     return {
@@ -245,6 +273,7 @@ def measure_architecture(
         "spandrel_class": architecture.spandrel_id,
         "export_s": export_s,
         "ort_speedup_over_pytorch": timed[PYTORCH].median / timed[ORT_FP32].median,
+        "openvino_speedup_over_pytorch": timed[PYTORCH].median / timed[openvino].median if openvino else None,
         "rows": rows,
     }
 
@@ -269,7 +298,7 @@ def _row(label: str, timed: Timed | None, baseline: Timed, made: dict[str, Any])
     if timed is None:
         return row
     row.update(seconds=timed.seconds, median_s=timed.median, speed_vs_ort_fp32=baseline.median / timed.median)
-    if label != PYTORCH:  # PyTorch's GFPGAN draws fresh noise at each call: its output is not comparable
+    if not label.startswith("PyTorch"):  # PyTorch's GFPGAN draws fresh noise at each call: not comparable
         row["difference"] = difference(baseline.outputs, timed.outputs)
     return row
 
@@ -293,6 +322,7 @@ def machine_meta(plan: Plan) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "threads": threads,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino_version(),
         "torch": torch.__version__,
         "spandrel": spandrel.__version__,
         "exporter": checkpoint_export.EXPORTER,

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
+import itertools
 import os
 import platform
 import statistics
@@ -53,6 +55,7 @@ PATHS = {  # face model + background: the video default ('auto': on a CPU x4plus
 }
 DEFAULT_PATHS = ["video default", "compact+none"]  # the photo defaults take a minute a frame here
 MEMORY_FACES = ["--face-model", "realesr-compact-x4"]  # memory, not quality, is measured: the cheap network
+DEFAULT_DEVICES = ["cpu", "openvino"] if importlib.util.find_spec("openvino") else ["cpu"]
 SAMPLE_RATE = 16000
 PARTS = ["speed", "quality", "memory"]
 MEMORY_CLIP_SIZE, MEMORY_CLIP_RATE = (160, 120), 12  # small and slow, so a 60 s clip takes minutes, not hours
@@ -131,8 +134,11 @@ def measure_speed(clip: Path, target: Path, restorer: Restorer) -> Speed:
     return Speed(frames / (stamps[-1][0] - stamps[0][0]), (stamps[-1][1] - stamps[0][1]) / frames, stages)
 
 
-def speed_table(out: Path, frames: int, paths: list[str]) -> None:
-    print(f"{'clip':<13} {'path':<16} {'frames/s':>8} {'CPU s/frame':>11}  seconds per frame by stage")
+def speed_table(out: Path, frames: int, paths: list[str], devices: list[str]) -> None:
+    print(
+        f"{'clip':<13} {'path':<16} {'device':<9} {'frames/s':>8} {'CPU s/frame':>11}  "
+        "seconds per frame by stage"
+    )
     clips = {
         (size_name, faces): pan_clip(
             shared_root() / "data/real" / photo, size, frames, out / f"{size_name}-{faces[0]}.mp4"
@@ -140,10 +146,10 @@ def speed_table(out: Path, frames: int, paths: list[str]) -> None:
         for size_name, size in SIZES.items()
         for faces, photo in PHOTOS.items()
     }
-    for path_name in paths:
+    for path_name, device in itertools.product(paths, devices):
         face_model, background = PATHS[path_name]
         restorer = for_video(
-            Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler=background))
+            Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler=background, device=device))
         )
         restorer.load()
         for (size_name, faces), clip in clips.items():
@@ -152,7 +158,7 @@ def speed_table(out: Path, frames: int, paths: list[str]) -> None:
                 f"{stage} {spent:.3f}" for stage, spent in speed.stages.items() if spent >= 0.005
             )
             print(
-                f"{size_name + ' ' + faces:<13} {path_name:<16} {speed.frames_per_second:8.2f} "
+                f"{size_name + ' ' + faces:<13} {path_name:<16} {device:<9} {speed.frames_per_second:8.2f} "
                 f"{speed.cpu_per_frame:11.2f}  {shown}",
                 flush=True,
             )
@@ -237,6 +243,9 @@ def main() -> int:
     parser.add_argument("--quality-frames", type=int, default=30, help="carphone frames for quality")
     parser.add_argument("--paths", nargs="*", choices=list(PATHS), default=DEFAULT_PATHS)
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=PARTS, help="what to measure")
+    parser.add_argument(
+        "--devices", nargs="*", choices=["cpu", "openvino"], default=DEFAULT_DEVICES, help="speed: runtimes"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(
@@ -245,7 +254,7 @@ def main() -> int:
     )
     paths = ["compact+none"] if args.quick else args.paths
     if "speed" in args.parts:
-        speed_table(args.out, 3 if args.quick else args.frames, paths)
+        speed_table(args.out, 3 if args.quick else args.frames, paths, args.devices)
     if "quality" in args.parts:
         quality_table(args.out, 3 if args.quick else args.quality_frames, paths)
     if "memory" in args.parts:

@@ -128,8 +128,9 @@ def _task_options(options: BatchOptions) -> BatchOptions:
 
 
 def _resources(client: Client, restore_options: RestoreOptions) -> dict[str, float] | None:
-    """A named accelerator runs only on workers that declare a GPU; 'cpu' and 'auto' run anywhere."""
-    if restore_options.device in ("cpu", "auto"):
+    """A named accelerator runs only on workers that declare a GPU; 'cpu', 'openvino' (on the CPU) and 'auto'
+    run anywhere."""
+    if restore_options.device in ("cpu", runtime.OPENVINO, "auto"):
         return None
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
     if not any(worker.get("resources", {}).get(GPU) for worker in workers):

@@ -85,19 +85,18 @@ def resolve_bg_upsampler(name: str, device: str) -> str:
 
 
 def resolve_bg_precision(precision: str, upsampler: str, device: str) -> Precision:
-    """'auto': int8 for the compact network on a CPU (~1.5x faster, 43 dB from fp32); fp32 otherwise, since
-    x4plus loses 7 dB in int8 and accelerators gain little."""
+    """'auto': int8 for the compact network on ONNX Runtime's CPU provider (~1.5x faster, 43 dB from fp32);
+    fp32 otherwise, since x4plus loses 7 dB in int8, accelerators gain little, and OpenVINO runs fp32 models
+    in bf16, faster than their int8 form (docs/benchmarks.md)."""
     if precision != "auto":
         return cast(Precision, precision)
-    compact_on_cpu = upsampler.startswith("realesr-compact") and not runtime.uses_accelerator(device)
-    return "int8" if compact_on_cpu else "fp32"
+    return "int8" if upsampler.startswith("realesr-compact") and runtime.int8_pays(device) else "fp32"
 
 
 def resolve_face_precision(face_model: str, device: str) -> Precision:
-    """int8 for the compact network on a CPU (43 dB from fp32, ~1.4x faster); fp32 for every other face
-    restorer, since x4plus loses 7 dB in int8 and the face priors move visibly (docs/benchmarks.md)."""
-    compact_on_cpu = face_model.startswith("realesr-compact") and not runtime.uses_accelerator(device)
-    return "int8" if compact_on_cpu else "fp32"
+    """int8 for the compact network where int8 pays (43 dB from fp32, ~1.4x faster); fp32 for every other
+    face restorer, since x4plus loses 7 dB in int8 and the face priors move visibly (docs/benchmarks.md)."""
+    return "int8" if face_model.startswith("realesr-compact") and runtime.int8_pays(device) else "fp32"
 
 
 @dataclass(frozen=True)

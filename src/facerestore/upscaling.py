@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
 import numpy as np
-import onnxruntime as ort
 
 from facerestore import registry, runtime
 from facerestore.errors import ModelError, OptionError
@@ -55,7 +54,7 @@ def load_network_bytes(entry: registry.ModelEntry) -> bytes:
     return ncnn_to_onnx(stem.with_suffix(".param"), stem.with_suffix(".bin")).SerializeToString()
 
 
-def _int8_session(entry: registry.ModelEntry, fp32_model: bytes, device: str) -> ort.InferenceSession:
+def _int8_session(entry: registry.ModelEntry, fp32_model: bytes, device: str) -> runtime.Session:
     """The cached int8 network; a cache file that does not load (a disk error, another build's bytes) is
     rebuilt once, and named if even that fails."""
     cached = cached_int8_path(entry)

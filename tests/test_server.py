@@ -745,6 +745,7 @@ def test_a_video_is_restored_as_a_job_with_frame_progress_and_frames_to_compare(
     assert job["status"] == "succeeded", job
     assert any(view["progress"]["stage"] == "frames" and view["progress"]["total"] == 6 for view in seen)
     assert job["result"]["video"]["frames_out"] == 6 and job["result"]["format"] == "mp4"
+    assert job["result"]["video"]["flicker"]["frame_pairs"] == 5  # the report's flicker figures, as the CLI's
     result = api.get(job["links"]["result"])
     assert result.headers["content-type"] == "video/mp4"
     restored = tmp_path / "restored.mp4"

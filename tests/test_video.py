@@ -4,11 +4,14 @@ bad clips one line each while the rest of the batch goes on. Clips are built her
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,15 +83,20 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def steady_out(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The steady clip restored with the video defaults (stabilized), and its report.json beside it."""
+    out = tmp_path_factory.mktemp("steady-out")
+    command = ["restore", str(clips["steady"]), "-o", str(out), "--report", str(out / "report.json"), *FAST]
+    assert main(["-q", *command]) == 0
+    return out
+
+
 def test_a_clip_keeps_its_frames_timestamps_and_sound(
-    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], tmp_path: Path
+    clips: dict[str, Path], steady_out: Path, tmp_path: Path
 ) -> None:
-    report = tmp_path / "report.json"
-    code, err = run(
-        capsys, "restore", str(clips["steady"]), "-o", str(tmp_path), "--report", str(report), *FAST
-    )
-    assert code == 0, err
-    restored = tmp_path / "steady.mp4"
+    report = steady_out / "report.json"
+    restored = steady_out / "steady.mp4"
     assert frame_stamps(restored) == frame_stamps(clips["steady"]) and len(frame_stamps(restored)) == 6
     assert audio_packets(restored) == audio_packets(clips["steady"])
     with av.open(str(restored)) as container:
@@ -106,9 +114,57 @@ def test_a_clip_keeps_its_frames_timestamps_and_sound(
     assert len(tracks) == video["faces"] // 6 and all(
         t["frames"] == 6 and t["first_frame"] == 0 for t in tracks
     )
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "written atomically"
+    assert not [p for p in steady_out.iterdir() if p.name.startswith(".")], "written atomically"
     (tmp_path / "plain-new-file").touch()
     assert restored.stat().st_mode == (tmp_path / "plain-new-file").stat().st_mode  # not the temp's 0600
+
+
+FIGURES = ("landmark_jitter", "landmark_jitter_detected", "warping_error", "warping_error_input")
+
+
+def clip_record(capsys: pytest.CaptureFixture[str], clip: Path, out: Path, *options: str) -> dict[str, Any]:
+    """The clip's report record, restored with ``options``."""
+    report = out / "report.json"
+    code, err = run(capsys, "restore", str(clip), "-o", str(out), "--report", str(report), *FAST, *options)
+    assert code == 0, err
+    [record] = json.loads(report.read_text())
+    assert isinstance(record, dict)
+    return record
+
+
+def test_a_clips_report_holds_flicker_figures_lower_when_stabilized(
+    capsys: pytest.CaptureFixture[str], clips: dict[str, Path], steady_out: Path, tmp_path: Path
+) -> None:
+    """Each track and the clip: landmark jitter of the landmarks the paste used and as detected, the faces'
+    warping error and the input's; smoothing and blending must show in them (the pan moves steadily, so what
+    the per-frame run adds is the restorer's and the detector's own flicker)."""
+    [stabilized] = json.loads((steady_out / "report.json").read_text())
+    per_frame = clip_record(capsys, clips["steady"], tmp_path / "off", "--no-stabilize")
+    assert "flicker" in stabilized["timings"]
+    for video in (stabilized["video"], per_frame["video"]):
+        records = [video["flicker"], *(track["flicker"] for track in video["tracks"].values())]
+        assert video["tracks"] and video["flicker"]["frame_pairs"] == 5
+        assert all(math.isfinite(record[name]) and record[name] > 0 for record in records for name in FIGURES)
+    on, off = stabilized["video"]["flicker"], per_frame["video"]["flicker"]
+    assert on["landmark_jitter_detected"] == off["landmark_jitter_detected"] == off["landmark_jitter"]
+    assert on["landmark_jitter"] < 0.8 * off["landmark_jitter"], (on, off)
+    assert on["warping_error"] < 0.7 * off["warping_error"], (on, off)
+    assert on["warping_error_input"] == off["warping_error_input"]
+
+
+def test_a_clip_without_faces_reports_no_flicker(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
+) -> None:
+    tree = np.asarray(Image.open(shared_dir / "data/real/misc/tree_alpha_16bit.png").convert("RGB"))
+    frames = [
+        np.ascontiguousarray(cv2.resize(tree, (400, 300))[20 : 20 + SIDE[1], 8 * i : 8 * i + SIDE[0]])
+        for i in range(3)
+    ]
+    clip = tmp_path / "tree.mp4"
+    write_clip(clip, frames, [0, 1000, 2000], Fraction(1, 8000))
+    video = clip_record(capsys, clip, tmp_path / "out")["video"]
+    assert video["faces"] == 0 and video["tracks"] == {}
+    assert video["flicker"] == dict.fromkeys((*FIGURES, "warping_error_x_input"), None) | {"frame_pairs": 0}
 
 
 def test_a_variable_frame_rate_stays_variable(

@@ -263,7 +263,7 @@ def fill_clip_record(record: ImageRecord, job: Job, clip: VideoReport) -> None:
     record.timings = clip.timings
     record.video = {
         key: value
-        for key, value in vars(clip).items()
+        for key, value in clip.to_dict().items()
         if key not in ("size_in", "size_out", "face_model", "bg_upsampler", "timings")
     }
 

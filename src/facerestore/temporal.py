@@ -31,8 +31,8 @@ class FaceMemory:
 class Motion:
     """Where each pixel of the current crop was in the previous one, and whether that can be trusted."""
 
-    flow: np.ndarray  # (FLOW_SIDE, FLOW_SIDE, 2) float32 offsets, current -> previous, in FLOW_SIDE px
-    visible: np.ndarray  # (FLOW_SIDE, FLOW_SIDE) bool: forward-backward consistent and inside the crop
+    flow: np.ndarray  # (height, width, 2) float32 offsets, current -> previous, in the flow's pixels
+    visible: np.ndarray  # (height, width) bool: forward-backward consistent and inside the picture
 
 
 def flow_source(crop: np.ndarray) -> np.ndarray:
@@ -65,10 +65,11 @@ def occlusion_mask(
     return inside & (np.linalg.norm(forward + back_there, axis=2) < tolerance)
 
 
-def motion(previous: np.ndarray, current: np.ndarray) -> Motion:
-    """The motion from the current input crop back to the previous one (both from ``flow_source``)."""
+def motion(previous: np.ndarray, current: np.ndarray, tolerance: float = OCCLUSION_TOLERANCE) -> Motion:
+    """The motion from the current input crop back to the previous one (both from ``flow_source``; any two
+    gray uint8 pictures of one size will do, as the flicker figures use it)."""
     to_previous, to_current = _flow(current, previous), _flow(previous, current)
-    return Motion(to_previous, occlusion_mask(to_previous, to_current))
+    return Motion(to_previous, occlusion_mask(to_previous, to_current, tolerance))
 
 
 def _flow(start: np.ndarray, end: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import av
 import av.error
 import numpy as np
 
-from facerestore import runtime, temporal, tracking
+from facerestore import flicker, runtime, temporal, tracking
 from facerestore.detection import Face
 from facerestore.errors import ImageError, option
 from facerestore.files import atomic_target
@@ -42,8 +42,26 @@ class VideoError(ImageError):
 
 
 @dataclass
+class TrackRecord:
+    """One face track: the frames it spans, how many it was restored in, its flicker figures."""
+
+    first_frame: int
+    last_frame: int
+    frames: int = 0
+    flicker: flicker.Figures = field(default_factory=flicker.Figures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "frames": self.frames,
+            "flicker": self.flicker.to_dict(),
+        }
+
+
+@dataclass
 class VideoReport:
-    """What happened to one clip: the report's record."""
+    """What happened to one clip: the report's record (``to_dict`` for its JSON)."""
 
     frames_in: int = 0
     frames_out: int = 0
@@ -54,11 +72,18 @@ class VideoReport:
     size_in: list[int] | None = None
     size_out: list[int] | None = None
     faces: int = 0  # faces restored, summed over frames
-    tracks: dict[int, dict[str, int]] = field(default_factory=dict)  # id -> first/last frame, frames restored
+    tracks: dict[int, TrackRecord] = field(default_factory=dict)
     face_model: str | None = None
     bg_upsampler: str | None = None
     copied_streams: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    flicker: flicker.Figures = field(default_factory=flicker.Figures)  # over every track
+
+    def to_dict(self) -> dict[str, Any]:
+        return vars(self) | {
+            "tracks": {track_id: record.to_dict() for track_id, record in self.tracks.items()},
+            "flicker": self.flicker.to_dict() | {"frame_pairs": self.flicker.warping.count},
+        }
 
 
 def is_video(path: Path) -> bool:
@@ -270,44 +295,62 @@ def _decoded(packet: Any, report: VideoReport) -> Iterator[Any]:
 
 class _FaceFollower:
     """Each frame's faces, tracked and smoothed from frame to frame (or as detected, when not stabilizing),
-    and each track's restored crop blended with its previous one."""
+    each track's restored crop blended with its previous one, and the clip's flicker figures measured."""
 
     def __init__(self, restorer: Restorer, options: VideoOptions, report: VideoReport) -> None:
         self.restorer, self.options, self.report = restorer, options, report
-        self.active = options.stabilize and not restorer.options.aligned
+        self.active = not restorer.options.aligned  # an aligned crop is one face filling every frame
+        self.stabilize = self.active and options.stabilize
         self.tracks = tracking.Tracks()
         self.previous: np.ndarray | None = None
-        self.track_ids: list[int] = []  # the current frame's faces' tracks, in the order they are restored
+        self.seen: tuple[flicker.SeenFace, ...] = ()  # the current frame's faces, in the order restored
+        self.scene_cut = False
         self.memories: dict[int, temporal.FaceMemory] = {}
+        self.meter = flicker.Meter()
 
     def faces(self, picture: Picture, seconds: float) -> list[Face] | None:
+        """The faces to restore; tracked even when not stabilizing, so that the figures can follow them."""
         if not self.active:
             return None
         small = tracking.thumbnail(picture.pixels)
-        cut = tracking.is_scene_cut(self.previous, small)
+        self.scene_cut = tracking.is_scene_cut(self.previous, small)
         self.previous = small
         found = self.restorer.detect(picture)
-        self.tracks, tracked = tracking.step(self.tracks, found, seconds, cut)
+        self.tracks, tracked = tracking.step(self.tracks, found, seconds, self.scene_cut)
         for item in tracked:
             record = self.report.tracks.setdefault(
-                item.track_id, {"first_frame": self.tracks.frame, "frames": 0}
+                item.track_id, TrackRecord(self.tracks.frame, self.tracks.frame)
             )
-            record["last_frame"] = self.tracks.frame
-            record["frames"] += 1
-        self.track_ids = [item.track_id for item in tracked]
+            record.last_frame = self.tracks.frame
+            record.frames += 1
+        used = [item.face for item in tracked] if self.stabilize else found
+        self.seen = tuple(
+            flicker.SeenFace(item.track_id, detected, face)
+            for item, detected, face in zip(tracked, found, used, strict=True)
+        )
         alive = {track.id for track in self.tracks.tracks}  # a scene cut ends every track, and its memory
         self.memories = {key: memory for key, memory in self.memories.items() if key in alive}
-        return [item.face for item in tracked]
+        return used
 
     def refiner(self) -> FaceRefiner | None:
-        return self._blend if self.active and self.options.temporal_blend > 0 else None
+        return self._blend if self.stabilize and self.options.temporal_blend > 0 else None
 
     def _blend(self, index: int, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        track_id = self.track_ids[index]
+        track_id = self.seen[index].track_id
         crop, self.memories[track_id] = temporal.blend(
             self.memories.get(track_id), temporal.flow_source(before), after, self.options.temporal_blend
         )
         return crop
+
+    def measure(self, before: np.ndarray, after: np.ndarray) -> None:
+        """Adds the frame's flicker figures (``before``, ``after``: the frame upright, RGB) to the report."""
+        frame = flicker.Frame(self.tracks.frame, self.scene_cut, before, after, self.seen)
+        self.meter, whole, tracks = flicker.measure(self.meter, frame)
+        self.report.flicker += whole
+        for track_id, figures in tracks.items():
+            record = self.report.tracks.get(track_id)  # none: a face lost as a segment's warm-up ended
+            if record is not None:
+                record.flicker += figures
 
 
 @dataclass
@@ -333,12 +376,17 @@ def _restored(frame: Any, clip: _Clip) -> Any:
     timings = {"track": time.perf_counter() - started} if faces is not None else {}
     result = clip.restorer.restore(picture, faces=faces, refine=follower.refiner(), analyse=False)
     report.faces += len(result.faces)
-    for stage, spent in (timings | result.timings).items():
-        report.timings[stage] = round(report.timings.get(stage, 0.0) + spent, 3)
     restored = result.picture.pixels
     if restored.ndim == 2:
         restored = np.repeat(restored[..., None], 3, axis=2)
-    restored = np.rot90(restored[..., :3], -clip.quarter_turns)
+    restored = restored[..., :3]
+    if faces is not None:
+        started = time.perf_counter()
+        follower.measure(picture.pixels, restored)
+        timings["flicker"] = time.perf_counter() - started
+    for stage, spent in (timings | result.timings).items():
+        report.timings[stage] = round(report.timings.get(stage, 0.0) + spent, 3)
+    restored = np.rot90(restored, -clip.quarter_turns)
     out = av.VideoFrame.from_ndarray(np.ascontiguousarray(restored), format="rgb24")
     if (out.width, out.height) != clip.size:
         out = out.reformat(width=clip.size[0], height=clip.size[1])
@@ -434,8 +482,8 @@ def restore_segment(
                 output.mux(packet)
     shift = segment.first_frame - warmup.frames_in  # the follower counted the warm-up frames too
     for record in report.tracks.values():
-        record["first_frame"] += shift
-        record["last_frame"] += shift
+        record.first_frame += shift
+        record.last_frame += shift
     return report
 
 
@@ -513,11 +561,11 @@ def joined_report(reports: Sequence[VideoReport], copied: list[str]) -> VideoRep
         copied_streams=copied,
     )
     for part in reports:
-        for counter in ("frames_in", "frames_out", "corrupt_packets", "corrupt_frames", "faces"):
+        for counter in ("frames_in", "frames_out", "corrupt_packets", "corrupt_frames", "faces", "flicker"):
             setattr(report, counter, getattr(report, counter) + getattr(part, counter))
         for stage, seconds in part.timings.items():
             report.timings[stage] = round(report.timings.get(stage, 0.0) + seconds, 3)
-        for record in sorted(part.tracks.values(), key=lambda record: record["first_frame"]):
+        for record in sorted(part.tracks.values(), key=lambda record: record.first_frame):
             report.tracks[len(report.tracks)] = record
     return report
 

@@ -180,7 +180,16 @@ def restore_clip(request: ClipRequest, report: Report) -> RestoreOutcome:
 def _clip_metadata(request: ClipRequest, clip: VideoReport, extension: str) -> dict[str, Any]:
     width_in, height_in = clip.size_in or (0, 0)
     width, height = clip.size_out or (0, 0)
-    details = ("frames_in", "frames_out", "fps", "duration_s", "tracks", "copied_streams", "corrupt_frames")
+    details = (
+        "frames_in",
+        "frames_out",
+        "fps",
+        "duration_s",
+        "tracks",
+        "copied_streams",
+        "corrupt_frames",
+        "flicker",
+    )
     return {
         "width": width,
         "height": height,
@@ -191,5 +200,6 @@ def _clip_metadata(request: ClipRequest, clip: VideoReport, extension: str) -> d
         "faces": [],
         "timings": clip.timings,
         "input": {"width": width_in, "height": height_in, "format": extension},
-        "video": {key: getattr(clip, key) for key in details} | {"faces_restored": clip.faces},
+        "video": {key: value for key, value in clip.to_dict().items() if key in details}
+        | {"faces_restored": clip.faces},
     }

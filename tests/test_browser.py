@@ -7,6 +7,7 @@ matplotlib's Grace Hopper), degraded like the README's picture, so that the scre
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -212,7 +213,9 @@ def test_a_video_shows_progress_in_frames_a_frame_to_scrub_and_downloads(
     page.click("#restore-button")
     page.wait_for_selector("#progress-text:has-text('Restoring frames')", timeout=RESULT_TIMEOUT_MS)
     page.wait_for_selector("#result-panel:not([hidden])", timeout=RESULT_TIMEOUT_MS)
-    assert page.locator("#time-field").is_visible() and "12 frames" in page.inner_text("#result-info")
+    info = page.inner_text("#result-info")
+    assert page.locator("#time-field").is_visible() and "12 frames" in info
+    assert re.search(r"face flicker [\d.]+× the input's", info), info
     assert page.evaluate("document.querySelector('#after-image').naturalWidth") == SIDE[0] * 2
     assert page.evaluate("document.querySelector('#before-image').naturalWidth") == SIDE[0]
     page.locator("#time").fill("1.2")  # a range input takes fill(); its change event loads that frame

@@ -338,6 +338,12 @@ function stem(name) {
   return name.replace(/\.[^.]+$/, "") || "photo";
 }
 
+// The faces' frame-to-frame change against the input's (1 = no flicker added): the report's warping error.
+function steadiness(flicker) {
+  const ratio = flicker && flicker.warping_error_x_input;
+  return ratio ? ` · face flicker ${ratio}× the input's` : "";
+}
+
 function describe(result) {
   const seconds = Object.values(result.timings).reduce((sum, value) => sum + value, 0);
   const sizes = `${result.input.width} × ${result.input.height} → ${result.width} × ${result.height}`;
@@ -345,7 +351,7 @@ function describe(result) {
   if (result.video) {
     const tracks = Object.keys(result.video.tracks).length;
     return `${sizes} · ${result.video.frames_out} frames at ${result.video.fps} fps · ` +
-      `${tracks} face track${tracks === 1 ? "" : "s"} · ${models}`;
+      `${tracks} face track${tracks === 1 ? "" : "s"}${steadiness(result.video.flicker)} · ${models}`;
   }
   const count = result.faces.length;
   return `${sizes} · ${count} face${count === 1 ? "" : "s"} · ${models}`;

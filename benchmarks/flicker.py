@@ -265,6 +265,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=0, help="only each clip's first frames (0: all)")
     parser.add_argument("--clips", nargs="*", choices=["carphone", "pan"], help="only these clips")
     parser.add_argument("--weights", type=float, nargs="*", default=[], help="further blend weights to try")
+    parser.add_argument(
+        "--device", default="cpu", help="inference device (openvino: bf16 where the CPU has it)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     frames = 6 if args.quick else 96
@@ -286,12 +289,14 @@ def main() -> int:
             for name, pair in clips.items()
         }
     face_model = "realesr-compact-x4" if args.quick else args.face_model
-    restorer = for_video(Restorer(RestoreOptions(scale=2, face_model=face_model, bg_upsampler="none")))
+    options = RestoreOptions(scale=2, face_model=face_model, bg_upsampler="none", device=args.device)
+    restorer = for_video(Restorer(options))
     detector = RetinaFace()
     print(
         f"flicker: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.2f}, "
-        f"face model {restorer.plan.face_model.name} {restorer.plan.face_precision}, 2x, background Lanczos"
+        f"face model {restorer.plan.face_model.name} {restorer.plan.face_precision} on {args.device}, 2x, "
+        "background Lanczos"
     )
     print(HEADER)
     for name, (path, clean_path) in clips.items():

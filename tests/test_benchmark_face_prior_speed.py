@@ -47,8 +47,17 @@ def test_quick_benchmark_runs_to_completion(tmp_path: Path, shared_dir: Path) ->
     [architecture] = results["architectures"]
     assert architecture["ort_speedup_over_pytorch"] > 0
     rows = {row["runtime"]: row for row in architecture["rows"]}
-    assert {"PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8 static"} <= rows.keys()
+    assert {
+        "PyTorch fp32",
+        "PyTorch bf16 autocast",
+        "ONNX Runtime fp32",
+        "ONNX Runtime int8 static",
+    } <= rows.keys()
     assert rows["ONNX Runtime fp32"]["difference"]["max_abs"] == 0
+    if importlib.util.find_spec("openvino"):  # the same file on OpenVINO: compared with ONNX Runtime's output
+        [openvino] = [row for label, row in rows.items() if label.startswith("OpenVINO")]
+        assert 0 < openvino["difference"]["max_abs_of_range"] < 0.2
+        assert architecture["openvino_speedup_over_pytorch"] > 0
     for row in rows.values():
         assert "skipped" in row or row["median_s"] > 0
     assert "| network | runs on |" in (tmp_path / "face_prior_speed.md").read_text()

@@ -46,6 +46,7 @@ from quality_report import (
     auto_table,
     contact_sheet,
     detection_line,
+    identity_table,
     machine,
     machine_line,
     markdown_table,
@@ -394,6 +395,7 @@ def report_markdown(document: Record, sheet: str, real_sheet_name: str | None) -
         "",
         auto_table(document["images"], AutomaticRestorer.name, Bicubic.name),
         "",
+        *identity_lines(document["images"]),
         detection_line(document["images"], document["pipeline_method"]),
         "",
         "Real degraded sets (no ground truth), before and after the default restorer "
@@ -408,6 +410,15 @@ def report_markdown(document: Record, sheet: str, real_sheet_name: str | None) -
     if real_sheet_name:
         lines += ["", f"![real degraded faces, before and after]({real_sheet_name})"]
     return "\n".join(lines) + "\n"
+
+
+def identity_lines(records: Sequence[Record]) -> list[str]:
+    """The identity table by damage class, with its heading, when dlib measured identity."""
+    table = identity_table(records, AutomaticRestorer.name, Bicubic.name)
+    if not table:
+        return []
+    heading = "Identity by the damage class the analysis gave (dlib distance from the ground truth; mean):"
+    return [heading, "", table, ""]
 
 
 def skipped_line(models: Sequence[str], metrics: Sequence[str]) -> str:

@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--quick] [--out bench-output/quality] [--docs docs/benchmarks.md]
     python benchmarks/quality.py --subsets clean,severe --faces 2    # a quick look while iterating
-    python benchmarks/quality.py --faces 10 --real 1                  # every synthetic set, few real faces
+    python benchmarks/quality.py --faces 10 --real 1 --pipeline 3     # every set, fewer slow runs
 
 A synthetic set in the style of the CelebA-Test protocol is built (fixed seed) from the sharp faces in
 ../shared/data/hq: a random draw per face plus fixed clean, mild, moderate and severe subsets. Every method
@@ -461,6 +461,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--faces", type=int, help="faces per set (default: all for random, 8 per severity and real set)"
     )
     parser.add_argument("--real", type=int, help="images per real degraded set (default: 8, or --faces)")
+    parser.add_argument("--pipeline", type=int, help="images per set the full pipeline runs on (default: 16)")
     return parser.parse_args(argv)
 
 
@@ -469,7 +470,9 @@ def command_line(args: argparse.Namespace) -> str:
     options += (f" --subsets {args.subsets}" if args.subsets else "") + (
         f" --faces {args.faces}" if args.faces else ""
     )
-    options += f" --real {args.real}" if args.real else ""
+    options += (f" --real {args.real}" if args.real else "") + (
+        f" --pipeline {args.pipeline}" if args.pipeline else ""
+    )
     return "python benchmarks/quality.py" + options
 
 
@@ -483,6 +486,8 @@ def chosen_settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, subsets=tuple(args.subsets.split(",")))
     if args.real:
         settings = replace(settings, real_per_set=args.real)
+    if args.pipeline:
+        settings = replace(settings, pipeline_per_subset=args.pipeline)
     return settings
 
 

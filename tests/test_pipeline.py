@@ -75,8 +75,8 @@ def test_acceptance_old_print_restored_at_2x_without_seams(old_print: Path, tmp_
     assert len(record["faces"]) == 2
     # The default '--face-model auto' takes the restorer each face's analysis advises: both children are
     # mildly blurred (detail of a ~75 px face), so both go through the compact x2 network, which the
-    # quality benchmark scores best at mild damage; it sharpens them less than x4plus did (1.05x against
-    # 1.2x and more the Laplacian variance of a plain enlargement).
+    # quality benchmark scores best at mild damage; it sharpens them less than x4plus did (the first child:
+    # 1.05x the Laplacian variance of a plain enlargement, where x4plus passed 1.2x).
     assert [face["analysis"]["advice"]["damage"] for face in record["faces"]] == ["mild", "mild"]
     assert all(face["model"] == face["analysis"]["advice"]["face_model"] for face in record["faces"])
     output = load_image(tmp_path / "out" / "00.jpg").pixels

@@ -188,7 +188,7 @@ def _psnr_gap(records: Sequence[Record], auto: str, method: str) -> tuple[float,
 def identity_table(records: Sequence[Record], auto: str, baseline: str) -> str:
     """Per damage class the analysis gave each face (the automatic choice's records): the mean dlib distance
     from the ground truth of the input (``baseline``) and of the automatic choice's output, and how many of
-    those outputs read as another person. ``analysis.IDENTITY_DISTANCE`` is calibrated on this table."""
+    those outputs read as another person. ``analysis.IDENTITY_RUN`` holds this table."""
     lines = [
         f"| damage (analysis) | n | input | auto | auto − input | auto ≥ {SAME_PERSON_DISTANCE} |",
         "|---|---:|---:|---:|---:|---:|",

@@ -116,7 +116,7 @@ def fit(scored: Sequence[Scored]) -> tuple[tuple[float, float, float, float], di
     keep = (RESTORERS[0], 0.0)
     best: tuple[float, tuple[float, float, float, float], dict[str, tuple[str, float]]] | None = None
     grid = itertools.product(
-        (0.6, 0.7, 0.8), (0.26, 0.3, 0.35, 0.4), (0.1, 0.13, 0.15, 0.17), (3.0, 4.0, 5.0)
+        (0.6, 0.65, 0.7, 0.8), (0.26, 0.3, 0.35, 0.4), (0.1, 0.13, 0.15, 0.17), (3.0, 4.0, 5.0)
     )
     for limits in (g for g in grid if g[0] > g[1] > g[2]):
         classes: dict[str, list[Scored]] = {}

@@ -15,6 +15,7 @@ from metrics import seam_ratio
 from facerestore import registry
 from facerestore.image_io import picture_from_array
 from facerestore.pipeline import RestoredFace, RestoreOptions, Restorer
+from facerestore.restoration import resolve_face_model
 
 UNSHARP_SIGMA = 1.5  # pixels of a 512 face
 UNSHARP_AMOUNT = 0.8
@@ -128,11 +129,14 @@ def _face_in(faces: tuple[RestoredFace, ...], inner: slice) -> RestoredFace | No
 
 class FullPipeline:
     """The whole engine on a picture with the face in it: detect, align, restore, paste back (at 1x, with
-    no background network, so the face pixels are directly comparable with the other methods')."""
+    no background network, so the face pixels are directly comparable with the other methods'). 'auto' is
+    resolved to the plan's model and named, so every face goes through it: the row measures that restorer
+    in the pipeline, not the per-face choice (the automatic row measures that)."""
 
     def __init__(self, face_model: str = "auto") -> None:
-        self.restorer = Restorer(RestoreOptions(scale=1, face_model=face_model, bg_upsampler="none"))
-        self.face_model = self.restorer.plan.face_model.name  # what 'auto' resolves to here
+        self.face_model = resolve_face_model(face_model).name
+        options = RestoreOptions(scale=1, face_model=self.face_model, bg_upsampler="none")
+        self.restorer = Restorer(options)
         self.name = f"pipeline ({self.face_model})"
 
     def run(self, degraded: Degraded) -> MethodOutput:

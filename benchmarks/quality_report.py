@@ -18,6 +18,8 @@ import numpy as np
 import onnxruntime
 from PIL import Image, ImageDraw, ImageFont
 
+from facerestore.analysis import SAME_PERSON_DISTANCE, Damage
+
 Record = dict[str, Any]
 SUBSETS = ("random", "clean", "mild", "moderate", "severe")
 ZOOM = (0.19, 0.81)  # the part of an aligned face the sheets show: forehead to chin, cheek to cheek
@@ -181,6 +183,33 @@ def _psnr_gap(records: Sequence[Record], auto: str, method: str) -> tuple[float,
     theirs = finite_mean(m[method]["psnr"] for m in shared) or 0.0
     ours = finite_mean(m[auto]["psnr"] for m in shared) or 0.0
     return ours - theirs, len(shared), theirs
+
+
+def identity_table(records: Sequence[Record], auto: str, baseline: str) -> str:
+    """Per damage class the analysis gave each face (the automatic choice's records): the mean dlib distance
+    from the ground truth of the input (``baseline``) and of the automatic choice's output, and how many of
+    those outputs read as another person. ``analysis.IDENTITY_RUN`` holds this table."""
+    lines = [
+        f"| damage (analysis) | n | input | auto | auto − input | auto ≥ {SAME_PERSON_DISTANCE} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for damage in Damage:
+        chosen = [
+            r["methods"]
+            for r in records
+            if r["methods"].get(auto, {}).get("damage") == damage.value
+            and r["methods"][auto].get("id_distance") is not None
+        ]
+        if not chosen:
+            continue
+        theirs = finite_mean(m[baseline]["id_distance"] for m in chosen) or 0.0
+        ours = finite_mean(m[auto]["id_distance"] for m in chosen) or 0.0
+        far = sum(m[auto]["id_distance"] >= SAME_PERSON_DISTANCE for m in chosen)
+        lines.append(
+            f"| {damage.value} | {len(chosen)} | {theirs:.3f} | {ours:.3f} | {ours - theirs:+.3f} | "
+            f"{far}/{len(chosen)} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def detection_line(records: Sequence[Record], pipeline: str | None) -> str:

@@ -28,6 +28,7 @@ import metrics  # noqa: E402
 import niqe  # noqa: E402
 import quality  # noqa: E402
 import quality_methods  # noqa: E402
+import quality_report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +245,20 @@ def test_docs_update_replaces_only_the_quality_section(tmp_path: Path) -> None:
     docs.write_text("# Benchmarks\n\n## Quality\n\nold\n\n## Speed\n\nfast\n")
     quality.update_docs(docs, "## Quality\n\nnew\n")
     assert docs.read_text() == "# Benchmarks\n\n## Quality\n\nnew\n\n## Speed\n\nfast\n"
+
+
+def test_identity_table_groups_the_automatic_choice_by_damage_class() -> None:
+    def record(damage: str, ours: float, input_distance: float) -> dict[str, object]:
+        auto = {"damage": damage, "id_distance": ours}
+        return {"methods": {"auto": auto, "input": {"id_distance": input_distance}}}
+
+    records = [record("severe", 0.7, 0.6), record("severe", 0.5, 0.6), record("mild", 0.1, 0.05)]
+    table = quality_report.identity_table(records, "auto", "input").splitlines()
+    assert table[2:] == [
+        "| mild | 1 | 0.050 | 0.100 | +0.050 | 0/1 |",
+        "| severe | 2 | 0.600 | 0.600 | +0.000 | 1/2 |",
+    ]
+    assert quality_report.identity_table([{"methods": {"auto": {"damage": "mild"}}}], "auto", "input") == ""
 
 
 def test_face_canvas_holds_one_detectable_face(shared_dir: Path) -> None:

@@ -181,7 +181,8 @@ def face_picture(shared_dir: Path, damage: Degradation, side: int) -> Picture:
 def test_face_model_auto_keeps_a_sharp_clean_face_and_restores_a_damaged_one(
     shared_dir: Path, blend: float | str
 ) -> None:
-    """The analysis picks the restorer at any blend: a clean face lost 14 dB through x4plus at 1x."""
+    """'auto' keeps a clean face at any blend (it lost 14 dB through x4plus at 1x); a damaged one is restored
+    with the advised restorer under blend 'auto', with the plan's model under a numeric blend."""
     options = RestoreOptions(scale=1, blend=blend, bg_upsampler="none")
     clean = face_picture(shared_dir, SEVERITIES["clean"], 400)
     result = Restorer(options).restore(clean)
@@ -190,9 +191,11 @@ def test_face_model_auto_keeps_a_sharp_clean_face_and_restores_a_damaged_one(
     assert kept.analysis.advice.damage is Damage.NONE and kept.to_dict()["kept"]
     assert np.array_equal(result.picture.pixels, clean.pixels)
     damaged = face_picture(shared_dir, SEVERITIES["moderate"], 400)
-    [restored] = Restorer(options).restore(damaged).faces
+    restorer = Restorer(options)
+    [restored] = restorer.restore(damaged).faces
     assert restored.analysis is not None and restored.analysis.advice.damage is not Damage.NONE
-    assert restored.model == restored.analysis.advice.face_model and restored.to_dict()["kept"] is None
+    expected = restored.analysis.advice.face_model if blend == "auto" else restorer.plan.face_model.name
+    assert restored.model == expected and restored.to_dict()["kept"] is None
     assert restored.blend == (restored.analysis.advice.strength if blend == "auto" else blend)
 
 

@@ -73,12 +73,7 @@ def test_acceptance_old_print_restored_at_2x_without_seams(old_print: Path, tmp_
     record = json.loads(report.read_text())[0]
     assert record["size_in"] == [1297, 1920] and record["size_out"] == [2594, 3840]
     assert len(record["faces"]) == 2
-    # The default '--face-model auto' takes the restorer each face's analysis advises: both children are
-    # mildly blurred (detail of a ~75 px face), so both go through the compact x2 network, which the
-    # quality benchmark scores best at mild damage; it sharpens them less than x4plus did (the first child:
-    # 1.05x the Laplacian variance of a plain enlargement, where x4plus passed 1.2x).
-    assert [face["analysis"]["advice"]["damage"] for face in record["faces"]] == ["mild", "mild"]
-    assert all(face["model"] == face["analysis"]["advice"]["face_model"] for face in record["faces"])
+    assert {face["model"] for face in record["faces"]} == {"realesrgan-x4plus"}
     output = load_image(tmp_path / "out" / "00.jpg").pixels
     original = load_image(old_print).pixels
     reference = cv2.resize(original, (2594, 3840), interpolation=cv2.INTER_LANCZOS4)
@@ -88,8 +83,8 @@ def test_acceptance_old_print_restored_at_2x_without_seams(old_print: Path, tmp_
         assert ratio <= SEAM_TOLERANCE, f"visible seam around {face.box}: {ratio:.3f}"
         x1, y1, x2, y2 = (int(v * 2) for v in face.box)
         restored, enlarged = output[y1:y2, x1:x2], reference[y1:y2, x1:x2]
-        assert cv2.Laplacian(restored, cv2.CV_32F).var() > cv2.Laplacian(enlarged, cv2.CV_32F).var(), (
-            "the face should be sharper than a plain enlargement"
+        assert cv2.Laplacian(restored, cv2.CV_32F).var() > 1.2 * cv2.Laplacian(enlarged, cv2.CV_32F).var(), (
+            "the face should gain detail over a plain enlargement"
         )
         colour_shift = np.abs(
             restored.astype(np.float32).mean((0, 1)) - enlarged.astype(np.float32).mean((0, 1))

@@ -152,10 +152,10 @@ class RestoreOptions(Options):
     """output scale, any factor from 1 to 8, or auto: from the smallest important face (under 100 px wide:
     4x, up to 300 px: 2x, larger: 2x or less, keeping the result within 24 megapixels)"""
     face_model: Annotated[str, Choices("face model", FACE_MODELS, _not_a_face_model)] = "auto"
-    """face restorer: auto (per face, the one its analysis advises among those installed: the best face
-    prior, else a Real-ESRGAN network fitting its damage, and none for a sharp, clean face; a clip's frames
-    are not analysed and take the best face prior, else realesrgan-x4plus) or a model name for every face;
-    codeformer and gpen-* are licensed for non-commercial use only"""
+    """face restorer: auto (the best installed face prior, else realesrgan-x4plus, and none for a face its
+    analysis finds sharp and clean; with blend auto, per face the restorer its analysis advises; a clip's
+    frames are not analysed) or a model name for every face; codeformer and gpen-* are licensed for
+    non-commercial use only"""
     model_path: Annotated[Path | None, CLI_ONLY] = None
     """a face model file to use instead of the model folder (face_model names the model it holds)"""
     fidelity: Annotated[float, Field(ge=0, le=1)] = 0.5

@@ -134,20 +134,23 @@ class Plan:
         return PictureSettings(scale, tuple(self._face_settings(options, a) for a in analyses))
 
     def _face_settings(self, options: RestoreOptions, analysis: FaceAnalysis | None) -> FaceSettings:
-        """One face's restorer and strength. A named face model restores every face; 'auto' takes the
-        restorer the face's analysis advises, which is none for a sharp, clean face (every network took
-        10-14 dB from such faces on the quality benchmark). A face not analysed (a clip's frame, for speed)
-        takes the plan's model. Blend 'auto' takes the advised strength, and keeps a clean face too."""
+        """One face's restorer and strength. A named face model restores every face. 'auto' keeps a face its
+        analysis finds sharp and clean (every network took 10-14 dB from such faces on the quality
+        benchmark) and restores the others with the plan's model; with blend 'auto' too, each face gets the
+        restorer and strength its analysis advises. Without a face prior that advice may name a compact
+        network, best by PSNR on mild damage, but trained on animation it paints real faces flatter than
+        x4plus (docs/video-faces.jpg), so it is not what a plain 'auto' does. A face not analysed (a clip's
+        frame, for speed) takes the plan's model."""
         if analysis is None:
             assert options.blend != AUTO, "blend 'auto' needs each face's analysis"
             return FaceSettings(self.face_model, float(options.blend))
         advised = analysis.advice.face_model
         if advised is None and AUTO in (options.face_model, options.blend):
             return FaceSettings(None, 0.0)
-        blend = analysis.advice.strength if options.blend == AUTO else float(options.blend)
-        if options.face_model == AUTO and advised is not None:
-            return FaceSettings(registry.get_entry(advised), blend)
-        return FaceSettings(self.face_model, blend)
+        if options.blend != AUTO:
+            return FaceSettings(self.face_model, float(options.blend))
+        chosen = registry.get_entry(advised) if options.face_model == AUTO and advised else self.face_model
+        return FaceSettings(chosen, analysis.advice.strength)
 
 
 @dataclass(frozen=True)

@@ -112,13 +112,12 @@ def main() -> int:
         import openvino
     except ImportError:
         sys.exit("needs the openvino extra: pip install 'facerestore[openvino]'")
-    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     shared = shared_root()
     print(
         f"devices: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
         f"{len(os.sched_getaffinity(0))} cores, {runtime.default_threads()} threads per network; onnxruntime "
-        f"{runtime.ort.__version__}, OpenVINO {openvino.__version__.split('-')[0]} in "
-        f"{'bf16' if 'BF16' in capabilities else 'fp32'}; load average {contention()['load']:.2f}"
+        f"{runtime.ort.__version__}, OpenVINO {runtime.openvino_version(openvino)} in "
+        f"{runtime.openvino_precision(openvino.Core())}; load average {contention()['load']:.2f}"
     )
     print("\n| case | ONNX Runtime s | OpenVINO s | speed-up | OpenVINO's output against ONNX Runtime's |")
     print("|---|---:|---:|---:|---:|")

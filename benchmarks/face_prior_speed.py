@@ -199,7 +199,7 @@ def openvino_version() -> str | None:
         import openvino
     except ImportError:
         return None
-    return str(openvino.__version__).split("-")[0]
+    return runtime.openvino_version(openvino)
 
 
 def openvino_label() -> str | None:
@@ -208,8 +208,7 @@ def openvino_label() -> str | None:
         import openvino
     except ImportError:
         return None
-    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return f"OpenVINO {'bf16' if 'BF16' in capabilities else 'fp32'}"
+    return f"OpenVINO {runtime.openvino_precision(openvino.Core())}"
 
 
 def difference(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:

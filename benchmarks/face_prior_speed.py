@@ -190,7 +190,7 @@ def pytorch_runner(network: torch.nn.Module, architecture: Architecture, *, bf16
 
 
 def onnxruntime_runner(path: Path, fidelity_input: str | None, device: str = "cpu") -> Runner:
-    session = runtime.create_session(path, device, threads=runtime.default_threads())
+    session = runtime.create_session(path, device, threads=runtime.default_threads(), fixed_size=True)
     return lambda face: session.run(None, feeds_for(face, fidelity_input))[0]
 
 

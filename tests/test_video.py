@@ -150,6 +150,9 @@ def test_a_clips_report_holds_flicker_figures_lower_when_stabilized(
     assert on["landmark_jitter"] < 0.8 * off["landmark_jitter"], (on, off)
     assert on["warping_error"] < 0.7 * off["warping_error"], (on, off)
     assert on["warping_error_input"] == off["warping_error_input"]
+    for track in stabilized["video"]["tracks"].values():  # the first frame's crop, carried along the pan
+        assert 1 <= track["restorer_runs"] < track["frames"] == 6
+    assert all(track["restorer_runs"] == 6 for track in per_frame["video"]["tracks"].values())
 
 
 def test_a_clip_without_faces_reports_no_flicker(

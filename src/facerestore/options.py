@@ -224,6 +224,9 @@ class VideoOptions(Options):
     temporal_blend: Annotated[float, Field(ge=0, le=0.95)] = 0.7
     """with stabilize: share of the previous frame's restored face, carried along by optical flow, mixed
     into each frame's where the motion is trusted (0: off)"""
+    restore_every: Annotated[int, Field(ge=1, le=120)] = 6
+    """with stabilize: run the face restorer on each face at least every N frames; in between, its last
+    restored crop is carried along by optical flow (sooner when the flow loses the face; 1: every frame)"""
 
 
 class BatchOptions(Options):

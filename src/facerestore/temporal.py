@@ -6,10 +6,16 @@ optical flow (OpenCV DIS) computed on the *input* aligned crops, and mixed in wh
 forward and backward flow must agree, so a region that moved unpredictably or came into view (a hand, an
 opening mouth) takes the new frame alone. The mixed crop is remembered, so the blend is a running average
 along the face's motion. A new track (and so a scene cut) starts from its own frame.
+
+Carrying goes further: between two runs of the restorer, a face's last restored crop (its key) is carried
+to the current frame by the same flow, and the input's own change since the key (light, colour, anything the
+flow missed) is added at low frequency. The network then runs once every few frames instead of every frame,
+and the detail it invents cannot shimmer between those runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -17,6 +23,8 @@ import numpy as np
 
 FLOW_SIDE = 128  # px: the input crops are compared at this side (the face is rarely sharper than this)
 OCCLUSION_TOLERANCE = 1.0  # px at FLOW_SIDE: forward and backward flow must cancel to within this
+CARRY_MIN_TRUSTED = 0.85  # a key is carried only while the flow is trusted on at least this share of the crop
+CHANGE_SIGMA = 1.5  # input px: the input's change since the key is added blurred this much, without its noise
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,12 @@ def warp_previous(restored: np.ndarray, moved: Motion, side: int) -> np.ndarray:
     return cv2.remap(restored, sample_at, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def trust_mask(moved: Motion, side: int) -> np.ndarray:
+    """Where ``moved`` is trusted, as a (side, side, 1) weight softened so that occlusions leave no edge."""
+    trusted = cv2.resize(moved.visible.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    return cv2.GaussianBlur(trusted, (0, 0), side / FLOW_SIDE)[..., None]
+
+
 def blend(
     memory: FaceMemory | None, source: np.ndarray, restored: np.ndarray, weight: float
 ) -> tuple[np.ndarray, FaceMemory]:
@@ -99,8 +113,50 @@ def blend(
         return restored, FaceMemory(source, restored)
     moved = motion(memory.source, source)
     side = restored.shape[0]
-    trusted = cv2.resize(moved.visible.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
-    trusted = cv2.GaussianBlur(trusted, (0, 0), side / FLOW_SIDE)[..., None]  # no hard edge at occlusions
+    trusted = trust_mask(moved, side)
     previous = warp_previous(memory.restored, moved, side)
     mixed = restored + weight * trusted * (previous - restored)
     return mixed, FaceMemory(source, mixed)
+
+
+@dataclass(frozen=True)
+class KeyCrop:
+    """A face's last crop from the restorer, with what carrying it needs, and how many frames ago it ran."""
+
+    source: np.ndarray  # the input crop it was restored from, as ``flow_source`` makes it
+    smooth_input: np.ndarray  # that input crop at the restored crop's side, blurred by ``smoothed``
+    restored: np.ndarray  # float32 RGB [0, 1]
+    age: int = 0
+
+
+def key_crop(source: np.ndarray, before: np.ndarray, restored: np.ndarray) -> KeyCrop:
+    """The key left by a run of the restorer on ``before`` (float32 RGB input crop) giving ``restored``."""
+    return KeyCrop(source, smoothed(before, restored.shape[0]), restored)
+
+
+def smoothed(crop: np.ndarray, side: int) -> np.ndarray:
+    """``crop`` at ``side`` x ``side``, blurred by CHANGE_SIGMA of its own pixels."""
+    sigma = CHANGE_SIGMA * side / crop.shape[0]
+    return cv2.GaussianBlur(cv2.resize(crop, (side, side), interpolation=cv2.INTER_LINEAR), (0, 0), sigma)
+
+
+def carry(
+    key: KeyCrop | None, source: np.ndarray, before: np.ndarray, every: int
+) -> tuple[np.ndarray, KeyCrop] | None:
+    """The key's restored crop moved onto the current frame, plus the input's low-frequency change since the
+    key (where the flow is not trusted: the current input crop enlarged), and the key one frame older. None
+    when the restorer must run on this frame instead: no key yet, the key has been carried for ``every``
+    frames, or the face changed too much for the flow to follow (an occlusion, a turn of the head).
+    ``source`` and ``before`` are the current input crop as ``flow_source`` makes it and as float32 RGB."""
+    if key is None or key.age + 1 >= every:
+        return None
+    moved = motion(key.source, source)
+    if moved.visible.mean() < CARRY_MIN_TRUSTED:
+        return None
+    side = key.restored.shape[0]
+    trusted = trust_mask(moved, side)
+    enlarged = cv2.resize(before, (side, side), interpolation=cv2.INTER_CUBIC)
+    change = smoothed(before, side) - warp_previous(key.smooth_input, moved, side)
+    carried = warp_previous(key.restored, moved, side) + change
+    crop = np.clip(enlarged + trusted * (carried - enlarged), 0.0, 1.0)
+    return crop, dataclasses.replace(key, age=key.age + 1)

@@ -29,7 +29,7 @@ from facerestore.errors import ImageError, option
 from facerestore.files import atomic_target
 from facerestore.image_io import DEFAULT_MAX_PIXELS, Picture
 from facerestore.options import AUTO, VideoOptions
-from facerestore.pipeline import FaceRefiner, Restorer
+from facerestore.pipeline import CropRestorer, FaceRefiner, FaceReuse, Restorer
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 FrameProgress = Callable[[int, int | None], None]  # (frames done, frames expected or None)
@@ -43,11 +43,13 @@ class VideoError(ImageError):
 
 @dataclass
 class TrackRecord:
-    """One face track: the frames it spans, how many it was restored in, its flicker figures."""
+    """One face track: the frames it spans, how many it was restored in (and in how many of those the
+    restorer ran; the others carried its last crop along), its flicker figures."""
 
     first_frame: int
     last_frame: int
     frames: int = 0
+    restorer_runs: int = 0
     flicker: flicker.Figures = field(default_factory=flicker.Figures)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +57,7 @@ class TrackRecord:
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
             "frames": self.frames,
+            "restorer_runs": self.restorer_runs,
             "flicker": self.flicker.to_dict(),
         }
 
@@ -306,6 +309,7 @@ class _FaceFollower:
         self.seen: tuple[flicker.SeenFace, ...] = ()  # the current frame's faces, in the order restored
         self.scene_cut = False
         self.memories: dict[int, temporal.FaceMemory] = {}
+        self.keys: dict[int, temporal.KeyCrop] = {}
         self.meter = flicker.Meter()
 
     def faces(self, picture: Picture, seconds: float) -> list[Face] | None:
@@ -330,7 +334,25 @@ class _FaceFollower:
         )
         alive = {track.id for track in self.tracks.tracks}  # a scene cut ends every track, and its memory
         self.memories = {key: memory for key, memory in self.memories.items() if key in alive}
+        self.keys = {track_id: key for track_id, key in self.keys.items() if track_id in alive}
         return used
+
+    def reuser(self) -> FaceReuse | None:
+        return self._reuse if self.active else None
+
+    def _reuse(self, index: int, before: np.ndarray, run: CropRestorer) -> np.ndarray:
+        """The track's key carried to this frame, or the restorer's crop (the track's new key)."""
+        track_id = self.seen[index].track_id
+        source = temporal.flow_source(before)
+        every = self.options.restore_every if self.stabilize else 1
+        carried = temporal.carry(self.keys.get(track_id), source, before, every)
+        if carried is not None:
+            crop, self.keys[track_id] = carried
+            return crop
+        self.report.tracks[track_id].restorer_runs += 1
+        crop = run(before)
+        self.keys[track_id] = temporal.key_crop(source, before, crop)
+        return crop
 
     def refiner(self) -> FaceRefiner | None:
         return self._blend if self.stabilize and self.options.temporal_blend > 0 else None
@@ -376,7 +398,9 @@ def _restored(frame: Any, clip: _Clip) -> Any:
     timings = {"track": time.perf_counter() - started} if faces is not None else {}
     # Frames skip the per-face analysis (~0.1 s a face), so face model 'auto' takes the plan's model for
     # every face: it also keeps a face from switching restorer, and flickering, between frames.
-    result = clip.restorer.restore(picture, faces=faces, refine=follower.refiner(), analyse=False)
+    result = clip.restorer.restore(
+        picture, faces=faces, reuse=follower.reuser(), refine=follower.refiner(), analyse=False
+    )
     report.faces += len(result.faces)
     restored = result.picture.pixels
     if restored.ndim == 2:

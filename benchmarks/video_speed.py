@@ -11,8 +11,8 @@ carphone_distorted.mp4 against carphone_pristine.mp4. Memory: each clip (160x120
 restored by the command line in a fresh process (compact faces: memory, not quality, is measured there), and
 its peak RSS read from ``wait4``.
 
-    python benchmarks/video_speed.py [--quick] [--frames 8] [--paths "video default" x4plus+compact]
-                                     [--parts speed quality memory]
+    python benchmarks/video_speed.py [--quick] [--frames 13] [--restore-every 6]
+                                     [--paths "video default" x4plus+compact] [--parts speed quality memory]
 """
 
 from __future__ import annotations
@@ -119,13 +119,13 @@ class Speed:
     stages: dict[str, float]  # seconds per frame, every frame
 
 
-def measure_speed(clip: Path, target: Path, restorer: Restorer) -> Speed:
+def measure_speed(clip: Path, target: Path, restorer: Restorer, options: VideoOptions) -> Speed:
     stamps: list[tuple[float, float]] = []
     report = restore_video(
         clip,
         target,
         restorer,
-        VideoOptions(),
+        options,
         progress=lambda done, total: stamps.append((time.perf_counter(), time.process_time())),
     )
     frames = len(stamps) - 1
@@ -134,7 +134,7 @@ def measure_speed(clip: Path, target: Path, restorer: Restorer) -> Speed:
     return Speed(frames / (stamps[-1][0] - stamps[0][0]), (stamps[-1][1] - stamps[0][1]) / frames, stages)
 
 
-def speed_table(out: Path, frames: int, paths: list[str], devices: list[str]) -> None:
+def speed_table(out: Path, frames: int, paths: list[str], devices: list[str], options: VideoOptions) -> None:
     print(
         f"{'clip':<13} {'path':<16} {'device':<9} {'frames/s':>8} {'CPU s/frame':>11}  "
         "seconds per frame by stage"
@@ -153,7 +153,7 @@ def speed_table(out: Path, frames: int, paths: list[str], devices: list[str]) ->
         )
         restorer.load()
         for (size_name, faces), clip in clips.items():
-            speed = measure_speed(clip, out / f"restored-{clip.name}", restorer)
+            speed = measure_speed(clip, out / f"restored-{clip.name}", restorer, options)
             shown = " ".join(
                 f"{stage} {spent:.3f}" for stage, spent in speed.stages.items() if spent >= 0.005
             )
@@ -239,7 +239,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 frames, compact faces, 1 s and 3 s clips")
     parser.add_argument("--out", type=Path, default=Path("bench-output/video-speed"))
-    parser.add_argument("--frames", type=int, default=8, help="frames per speed clip")
+    parser.add_argument("--frames", type=int, default=13, help="frames per speed clip")
+    parser.add_argument(
+        "--restore-every",
+        type=int,
+        default=VideoOptions().restore_every,
+        help="speed: the restorer's interval (the frames after the first should hold whole intervals)",
+    )
     parser.add_argument("--quality-frames", type=int, default=30, help="carphone frames for quality")
     parser.add_argument("--paths", nargs="*", choices=list(PATHS), default=DEFAULT_PATHS)
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=PARTS, help="what to measure")
@@ -254,7 +260,8 @@ def main() -> int:
     )
     paths = ["compact+none"] if args.quick else args.paths
     if "speed" in args.parts:
-        speed_table(args.out, 3 if args.quick else args.frames, paths, args.devices)
+        options = VideoOptions(restore_every=args.restore_every)
+        speed_table(args.out, 3 if args.quick else args.frames, paths, args.devices, options)
     if "quality" in args.parts:
         quality_table(args.out, 3 if args.quick else args.quality_frames, paths)
     if "memory" in args.parts:

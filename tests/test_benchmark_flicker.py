@@ -7,9 +7,16 @@ from pathlib import Path
 from assertions import quick_benchmark_output
 
 
-def test_quick_flicker_benchmark_prints_both_runs(shared_dir: Path, tmp_path: Path) -> None:
+def test_quick_flicker_benchmark_prints_every_run(shared_dir: Path, tmp_path: Path) -> None:
     lines = quick_benchmark_output("flicker.py", tmp_path, shared_dir, timeout=600)
     rows = [line.split() for line in lines if line.startswith("pan ")]
-    assert [row[1] for row in rows] == ["input", "per-frame", "landmarks", "stabilized"]
+    assert [row[1] for row in rows] == [
+        "input",
+        "clean",
+        "per-frame",
+        "landmarks",
+        "blend-only",
+        "stabilized",
+    ]
     assert all(float(row[2]) > 0 for row in rows)
     assert (tmp_path / "pan-strip.png").is_file()

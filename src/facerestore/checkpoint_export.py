@@ -7,17 +7,22 @@ shape, plus CodeFormer's fidelity as a double input.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import pickle
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import spandrel
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from spandrel import MAIN_REGISTRY, ArchRegistry, ArchSupport, StateDict, canonicalize_state_dict
+from spandrel.architectures.GFPGAN.__arch.stylegan2_clean_arch import ModulatedConv2d  # GFPGAN 1.2-1.4's
 from spandrel_extra_arches import EXTRA_REGISTRY
 
 from facerestore.errors import ModelError, SkippedCheckpointError
@@ -178,6 +183,37 @@ def _match_statistics(content: torch.Tensor, style: torch.Tensor, eps: float = 1
     return (content - content_mean) / content_spread * style_spread + style_mean
 
 
+def _modulated_conv(module: Any, features: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's modulated convolution for one picture, the style applied to the activations rather than
+    the weights: scaling input channel i by s_i and output channel o by the demodulation d_o equals
+    convolving with W[o, i] s_i d_o, but keeps the weights constant, so ONNX Runtime can pre-pack them
+    (docs/benchmarks.md, "Face priors": GFPGAN's decoder is made of these)."""
+    scale = module.modulation(style)  # (1, in channels)
+    weight = module.weight[0]  # (out, in, k, k)
+    features = features * scale[:, :, None, None]  # per channel, so it commutes with the resampling
+    if module.sample_mode is not None:
+        factor = 2.0 if module.sample_mode == "upsample" else 0.5
+        features = F.interpolate(features, scale_factor=factor, mode="bilinear", align_corners=False)
+    out = F.conv2d(features, weight, padding=module.padding)
+    if module.demodulate:
+        energy = scale.pow(2) @ weight.pow(2).sum((2, 3)).T  # (1, out): each output's squared weights
+        out = out * torch.rsqrt(energy + module.eps)[:, :, None, None]
+    return out
+
+
+@contextlib.contextmanager
+def _constant_conv_weights(network: torch.nn.Module) -> Iterator[None]:
+    """While exporting, GFPGAN's modulated convolutions take their style on the activations."""
+    modulated = [module for module in network.modules() if isinstance(module, ModulatedConv2d)]
+    for module in modulated:
+        module.forward = functools.partial(_modulated_conv, module)
+    try:
+        yield
+    finally:
+        for module in modulated:
+            del module.forward
+
+
 _GRAPHS: dict[str, type[torch.nn.Module]] = {
     "GFPGAN": _GFPGANGraph,
     "RestoreFormer": _RestoreFormerGraph,
@@ -198,7 +234,7 @@ def export_onnx(
     if fidelity_input:
         inputs += (torch.tensor([0.5], dtype=torch.float64),)  # a double [1], like the published exports
         names.append(fidelity_input)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _constant_conv_weights(network):
         # Tracer warnings are expected: the graph is traced at its one fixed size on purpose.
         warnings.simplefilter("ignore")
         torch.onnx.export(

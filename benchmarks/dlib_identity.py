@@ -15,7 +15,6 @@ import numpy as np
 
 from facerestore.detection import Face
 
-SAME_PERSON = 0.6  # dlib's own limit: descriptors closer than this are the same person (99.38% on LFW)
 CHIP_SIDE, CHIP_PADDING = 150, 0.25  # the aligned chip dlib's descriptor was trained on
 INSTALL_HINT = "pip install dlib-bin face-recognition-models"
 

@@ -86,13 +86,13 @@ class Plan:
     calibration_faces: int  # other real faces for int8 static calibration
 
 
-QUICK = Plan("quick", ("restoreformer",), 2, 1, 1)
+QUICK = Plan("quick", ("restoreformer",), 1, 1, 1)
 FULL = Plan("full", tuple(arch.entry for arch in ARCHITECTURES), 5, 4, 4)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one architecture, one face, two runs (smoke)")
+    parser.add_argument("--quick", action="store_true", help="one architecture, one face, one run (smoke)")
     parser.add_argument("--out", type=Path, default=REPO / "bench-output" / "face_prior_speed")
     parser.add_argument(
         "--shared", type=Path, default=Path(os.environ.get("FACERESTORE_SHARED", REPO.parent / "shared"))

@@ -6,7 +6,9 @@ Figures (lower is steadier):
   computed on the *input* frames (OpenCV DIS), counted only where forward-backward flow agrees (no
   occlusion); reported for the input and for each output, the outputs also relative to the input;
 - landmark jitter: the second difference of the output face's 5 landmarks (RetinaFace on the output frames)
-  over frames, divided by the inter-eye distance.
+  over frames, divided by the inter-eye distance: what a viewer sees, detector noise included;
+- alignment jitter: the same of the landmarks each face was aligned and pasted by (smoothed when
+  stabilizing; the raw detections per frame), from the run's report: how much the alignment itself moves.
 
 Both come from facerestore.flicker, which every clip's report uses too (there with the flow on shrunk input
 frames, the paste's own landmarks and a sample of each face's pixels; here at full resolution).
@@ -29,6 +31,7 @@ import functools
 import importlib.util
 import io
 import itertools
+import math
 import os
 import platform
 import sys
@@ -245,7 +248,8 @@ def fidelity(frames: list[np.ndarray], clean: list[np.ndarray], regions: list[np
 
 HEADER = (
     f"{'clip':<9} {'run':<11} {'warp err':>8} {'x input':>7} {'x p-f':>6} {'face err':>8} {'x input':>7} "
-    f"{'x p-f':>6} {'jitter':>8} {'x input':>7} {'x p-f':>6} {'PSNR dB':>7} {'runs':>5} {'s/frame':>7}"
+    f"{'x p-f':>6} {'jitter':>8} {'x input':>7} {'x p-f':>6} {'PSNR dB':>7} {'runs':>5} {'s/frame':>7} "
+    f"{'align jit':>9} {'x p-f':>6}"
 )
 
 
@@ -322,7 +326,7 @@ def main() -> int:
         # The clean clip scores what a perfect restoration would: sharper than the input, it shows more
         # warping error under the same imperfect flow, so it bounds what 'x input' can reach.
         print(row(name, "clean", measure(clean), reference, None))
-        per_frame = None
+        per_frame, per_frame_alignment = None, None
         for run, options in runs(args.weights, args.every).items():
             target = args.out / f"{name}-{run}.mp4"
             started = time.perf_counter()
@@ -332,12 +336,16 @@ def main() -> int:
             output = read_frames(target)
             figures = measure(output)
             per_frame = per_frame or figures
-            cost = f" {runs_share:5.2f} {seconds:7.2f}"
+            alignment = report.flicker.jitter.value or math.nan
+            per_frame_alignment = per_frame_alignment or alignment
+            steadier = alignment / per_frame_alignment
+            cost = f" {runs_share:5.2f} {seconds:7.2f} {alignment:9.4f} {steadier:6.2f}"
             print(row(name, run, figures, reference, per_frame) + cost, flush=True)
             if run == "stabilized":
                 strip(source, output, args.out / f"{name}-strip.png")
     print("warping error x 1e3 (squared difference, 0-1 pixel scale); runs: the restorer's runs per face and")
-    print("frame; s/frame: wall clock per frame, restoring and encoding; strips in", args.out)
+    print("frame; s/frame: wall clock per frame, restoring and encoding; align jit: landmark jitter of the")
+    print("landmarks the faces were aligned by (the run's report); strips in", args.out)
     print("targets: stabilized warping error <= 0.7x per-frame and <= 1.1x input; jitter <= 0.5x per-frame")
     return 0
 

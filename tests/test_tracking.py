@@ -57,3 +57,24 @@ def test_a_scene_cut_starts_afresh() -> None:
     dark, bright = np.zeros((90, 160, 3), np.uint8), np.full((90, 160, 3), 200, np.uint8)
     assert tracking.is_scene_cut(tracking.thumbnail(dark), tracking.thumbnail(bright))
     assert not tracking.is_scene_cut(tracking.thumbnail(dark), tracking.thumbnail(dark + 3))
+
+
+def test_a_face_the_detector_misses_briefly_goes_on_where_its_track_was_heading() -> None:
+    """Predicted for FILL_GAP_FRAMES frames where the smoothed track would have been, had the detector seen
+    it: the paste goes on without a jump; then no more, and never across a scene cut."""
+    state = tracking.Tracks()
+    for index in range(20):  # half a face width per second
+        state, _ = tracking.step(state, [face_at(100 + 5 * index / 3, 100)], index / FPS)
+    seen, missed = state, state
+    for index in range(20, 21 + tracking.FILL_GAP_FRAMES):
+        seen, [tracked] = tracking.step(seen, [face_at(100 + 5 * index / 3, 100)], index / FPS)
+        missed, _ = tracking.step(missed, [], index / FPS)
+        filled = tracking.predicted(missed, index / FPS)
+        if index - 20 == tracking.FILL_GAP_FRAMES:
+            assert filled == []
+            break
+        [item] = filled
+        assert item.track_id == tracked.track_id == 0
+        assert np.abs(item.face.landmark_array() - tracked.face.landmark_array()).max() < 0.5  # px
+        assert np.abs(np.subtract(item.face.box, tracked.face.box)).max() < 3.0  # px; boxes are not smoothed
+    assert tracking.predicted(tracking.step(state, [face_at(0, 0)], 1.0, scene_cut=True)[0], 1.0) == []

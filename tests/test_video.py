@@ -155,6 +155,26 @@ def test_a_clips_report_holds_flicker_figures_lower_when_stabilized(
     assert all(track["restorer_runs"] == 6 for track in per_frame["video"]["tracks"].values())
 
 
+def test_a_face_the_detector_misses_for_a_frame_stays_in_its_track(
+    capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
+) -> None:
+    """A grey bar across the face in one frame (a hand passing) drops its score under a strict threshold:
+    stabilized, the track goes on through that frame with the face predicted where it was heading (and,
+    the flow not trusting the occluded crop, left unrestored there rather than guessed at); per frame, the
+    face is missing from it."""
+    frames = pan_frames(shared_dir, 8)
+    frames[4] = frames[4].copy()
+    frames[4][108:138, 4:129] = 128  # the face: x 4-129, y 48-251
+    clip = tmp_path / "bar.mp4"
+    write_clip(clip, frames, [i * 1000 for i in range(8)], Fraction(1, 8000))
+    strict = ("--threshold", "0.995")  # the face scores 0.997 or more in each frame, 0.990 behind the bar
+    stabilized = clip_record(capsys, clip, tmp_path / "on", *strict)["video"]["tracks"]
+    per_frame = clip_record(capsys, clip, tmp_path / "off", *strict, "--no-stabilize")["video"]["tracks"]
+    spans = [(t["first_frame"], t["last_frame"], t["frames"], t["predicted"]) for t in stabilized.values()]
+    assert spans == [(0, 7, 8, 1)]
+    assert [(t["frames"], t["predicted"]) for t in per_frame.values()] == [(7, 0)]
+
+
 def test_a_clip_without_faces_reports_no_flicker(
     capsys: pytest.CaptureFixture[str], shared_dir: Path, tmp_path: Path
 ) -> None:

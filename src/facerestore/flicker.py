@@ -168,10 +168,11 @@ def _rounded(value: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class SeenFace:
-    """A face in one frame: its track, and its landmarks as detected and as the paste used them."""
+    """A face in one frame: its track, and its landmarks as detected (None where the detector missed it and
+    the tracker predicted it) and as the paste used them."""
 
     track_id: int
-    detected: Face
+    detected: Face | None
     used: Face
 
 
@@ -240,13 +241,15 @@ def _jitter_step(
         before = recent.get(face.track_id)
         if before is None or before.frame != frame.index - 1:
             before = _Landmarks(frame.index, (), ())
-        detected = (*before.detected, face.detected.landmark_array())
+        detected = () if face.detected is None else (*before.detected, face.detected.landmark_array())
         used = (*before.used, face.used.landmark_array())
         kept[face.track_id] = _Landmarks(frame.index, detected[-2:], used[-2:])
-        if len(detected) == 3:
+        if len(used) == 3:
             figures[face.track_id] = Figures(
                 jitter=_mean_of(landmark_accelerations(np.stack(used))),
-                jitter_detected=_mean_of(landmark_accelerations(np.stack(detected))),
+                jitter_detected=_mean_of(landmark_accelerations(np.stack(detected)))
+                if len(detected) == 3
+                else Mean(),
             )
     return kept, figures
 
@@ -264,7 +267,7 @@ def _pair_errors(previous: _Measured, frame: Frame, small: np.ndarray) -> dict[i
     claimed = np.zeros(small.shape, bool)
     errors = {}
     for face in previous.frame.faces:
-        region = face_region([face.detected.box], small.shape, scale) & ~claimed
+        region = face_region([(face.detected or face.used).box], small.shape, scale) & ~claimed
         claimed |= region
         errors[face.track_id] = (
             warping_error(previous.frame.output, frame.output, moved, region, size, REPORT_POINTS),

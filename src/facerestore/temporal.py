@@ -150,13 +150,23 @@ def carry(
     ``source`` and ``before`` are the current input crop as ``flow_source`` makes it and as float32 RGB."""
     if key is None or key.age + 1 >= every:
         return None
+    return carry_along(key, source, before)
+
+
+def carry_along(key: KeyCrop, source: np.ndarray, before: np.ndarray) -> tuple[np.ndarray, KeyCrop] | None:
+    """``carry`` however old the key: None only when the flow cannot follow the face."""
     moved = motion(key.source, source)
     if moved.visible.mean() < CARRY_MIN_TRUSTED:
         return None
     side = key.restored.shape[0]
     trusted = trust_mask(moved, side)
-    enlarged = cv2.resize(before, (side, side), interpolation=cv2.INTER_CUBIC)
+    plain = enlarged(before, side)
     change = smoothed(before, side) - warp_previous(key.smooth_input, moved, side)
     carried = warp_previous(key.restored, moved, side) + change
-    crop = np.clip(enlarged + trusted * (carried - enlarged), 0.0, 1.0)
+    crop = np.clip(plain + trusted * (carried - plain), 0.0, 1.0)
     return crop, dataclasses.replace(key, age=key.age + 1)
+
+
+def enlarged(before: np.ndarray, side: int) -> np.ndarray:
+    """The input crop enlarged to the restored crops' side, unrestored."""
+    return cv2.resize(before, (side, side), interpolation=cv2.INTER_CUBIC)

@@ -3,7 +3,8 @@
 Detections are matched to tracks by box overlap; each track's five landmarks go through a One Euro filter
 (Casiez et al., CHI 2012: strong smoothing while a face is still, little lag when it moves), which is causal,
 so frames stream through. A scene cut starts every track afresh. The state is an immutable value passed from
-frame to frame: ``step(tracks, faces, time) -> (tracks, tracked faces)``.
+frame to frame: ``step(tracks, faces, time) -> (tracks, tracked faces)``; ``predicted(tracks, time)`` fills
+a short gap in a track (a frame or two the detector missed) by moving its smoothed face on as it moved.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from facerestore.detection import Face
 
 MATCH_IOU = 0.3  # boxes overlapping at least this much are the same face in consecutive frames
 MAX_GAP_FRAMES = 5  # a track missing for longer has left the picture
+FILL_GAP_FRAMES = 2  # a track missing for at most this long is still restored where it is predicted to be
 SCENE_CUT_DIFFERENCE = 0.2  # mean change of a small gray thumbnail (0-1) above which the scene has cut
 _THUMBNAIL = (64, 36)
 
@@ -36,7 +38,8 @@ class OneEuro:
 class Track:
     id: int
     face: Face  # the smoothed face
-    velocity: np.ndarray  # filtered landmark velocity, in face widths per second
+    velocity: np.ndarray  # filtered landmark velocity, in face widths per second (the One Euro filter's)
+    drift: np.ndarray  # the smoothed landmarks' own velocity, in face widths per second
     seen_at: float  # seconds
     first_frame: int
     last_frame: int
@@ -87,7 +90,7 @@ def step(
     for index, face in enumerate(faces):
         track = matches.get(index)
         if track is None:
-            track = Track(next_id, face, np.zeros(10), seconds, frame, frame, 1)
+            track = Track(next_id, face, np.zeros(10), np.zeros(10), seconds, frame, frame, 1)
             next_id += 1
         else:
             track = _smoothed(track, face, seconds, frame, state.settings)
@@ -95,6 +98,27 @@ def step(
         out.append(TrackedFace(track.id, track.face))
     kept = {track.id: track for track in alive} | updated
     return Tracks(tuple(kept.values()), next_id, frame, state.settings), out
+
+
+def predicted(state: Tracks, seconds: float) -> list[TrackedFace]:
+    """Faces of the tracks the detector missed in the current frame but saw within FILL_GAP_FRAMES, moved
+    on as their smoothed landmarks last moved, so the paste goes on without a jump: a face lost for a frame
+    or two (motion blur, a hand passing, a low score) stays restored instead of flashing back to its
+    unrestored self. Causal, so that frames stream: a prediction, not an interpolation."""
+    return [
+        TrackedFace(track.id, _moved(track.face, track.drift * (seconds - track.seen_at)))
+        for track in state.tracks
+        if 1 <= state.frame - track.last_frame <= FILL_GAP_FRAMES
+    ]
+
+
+def _moved(face: Face, shift: np.ndarray) -> Face:
+    """The face with each landmark moved by ``shift`` (10 values, in face widths), its box by their mean."""
+    offsets = shift.reshape(-1, 2) * max(face.width, 1.0)
+    points = tuple((float(x), float(y)) for x, y in face.landmark_array() + offsets)
+    dx, dy = (float(value) for value in offsets.mean(axis=0))
+    x1, y1, x2, y2 = face.box
+    return replace(face, box=(x1 + dx, y1 + dy, x2 + dx, y2 + dy), landmarks=points)
 
 
 def _match(tracks: tuple[Track, ...], faces: list[Face]) -> dict[int, Track]:
@@ -137,6 +161,7 @@ def _smoothed(track: Track, face: Face, seconds: float, frame: int, settings: On
         track,
         face=replace(face, landmarks=points),
         velocity=velocity,
+        drift=(smooth - previous) / elapsed,
         seen_at=seconds,
         last_frame=frame,
         frames=track.frames + 1,

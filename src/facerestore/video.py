@@ -43,13 +43,15 @@ class VideoError(ImageError):
 
 @dataclass
 class TrackRecord:
-    """One face track: the frames it spans, how many it was restored in (and in how many of those the
-    restorer ran; the others carried its last crop along), its flicker figures."""
+    """One face track: the frames it spans, how many it was restored in (in how many of those the
+    restorer ran, the others carrying its last crop along; in how many the detector had missed it and its
+    place was predicted), its flicker figures."""
 
     first_frame: int
     last_frame: int
     frames: int = 0
     restorer_runs: int = 0
+    predicted: int = 0
     flicker: flicker.Figures = field(default_factory=flicker.Figures)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +60,7 @@ class TrackRecord:
             "last_frame": self.last_frame,
             "frames": self.frames,
             "restorer_runs": self.restorer_runs,
+            "predicted": self.predicted,
             "flicker": self.flicker.to_dict(),
         }
 
@@ -321,17 +324,22 @@ class _FaceFollower:
         self.previous = small
         found = self.restorer.detect(picture)
         self.tracks, tracked = tracking.step(self.tracks, found, seconds, self.scene_cut)
-        for item in tracked:
+        # A face the detector lost for a frame or two stays restored, carried from its track's key (below).
+        predicted = tracking.predicted(self.tracks, seconds) if self.stabilize else []
+        filled = [item for item in predicted if item.track_id in self.keys]
+        for item in tracked + filled:
             record = self.report.tracks.setdefault(
                 item.track_id, TrackRecord(self.tracks.frame, self.tracks.frame)
             )
             record.last_frame = self.tracks.frame
             record.frames += 1
-        used = [item.face for item in tracked] if self.stabilize else found
+        for item in filled:
+            self.report.tracks[item.track_id].predicted += 1
         self.seen = tuple(
-            flicker.SeenFace(item.track_id, detected, face)
-            for item, detected, face in zip(tracked, found, used, strict=True)
-        )
+            flicker.SeenFace(item.track_id, detected, item.face if self.stabilize else detected)
+            for item, detected in zip(tracked, found, strict=True)
+        ) + tuple(flicker.SeenFace(item.track_id, None, item.face) for item in filled)
+        used = [face.used for face in self.seen]
         alive = {track.id for track in self.tracks.tracks}  # a scene cut ends every track, and its memory
         self.memories = {key: memory for key, memory in self.memories.items() if key in alive}
         self.keys = {track_id: key for track_id, key in self.keys.items() if track_id in alive}
@@ -341,11 +349,20 @@ class _FaceFollower:
         return self._reuse if self.active else None
 
     def _reuse(self, index: int, before: np.ndarray, run: CropRestorer) -> np.ndarray:
-        """The track's key carried to this frame, or the restorer's crop (the track's new key)."""
-        track_id = self.seen[index].track_id
+        """The track's key carried to this frame, or the restorer's crop (the track's new key). A predicted
+        face is only carried, else left unrestored: the restorer on a guessed place could paint a face onto
+        whatever hid it."""
+        seen = self.seen[index]
+        track_id, key = seen.track_id, self.keys.get(seen.track_id)
         source = temporal.flow_source(before)
+        if seen.detected is None and key is not None:
+            followed = temporal.carry_along(key, source, before)
+            if followed is None:
+                return temporal.enlarged(before, key.restored.shape[0])
+            crop, self.keys[track_id] = followed
+            return crop
         every = self.options.restore_every if self.stabilize else 1
-        carried = temporal.carry(self.keys.get(track_id), source, before, every)
+        carried = temporal.carry(key, source, before, every)
         if carried is not None:
             crop, self.keys[track_id] = carried
             return crop

@@ -267,7 +267,7 @@ def _pair_errors(previous: _Measured, frame: Frame, small: np.ndarray) -> dict[i
     claimed = np.zeros(small.shape, bool)
     errors = {}
     for face in previous.frame.faces:
-        region = face_region([(face.detected or face.used).box], small.shape, scale) & ~claimed
+        region = face_region([face.used.box], small.shape, scale) & ~claimed  # the detected box, or predicted
         claimed |= region
         errors[face.track_id] = (
             warping_error(previous.frame.output, frame.output, moved, region, size, REPORT_POINTS),

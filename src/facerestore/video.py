@@ -356,13 +356,12 @@ class _FaceFollower:
         track_id, key = seen.track_id, self.keys.get(seen.track_id)
         source = temporal.flow_source(before)
         if seen.detected is None and key is not None:
-            followed = temporal.carry_along(key, source, before)
-            if followed is None:
+            carried = temporal.carry_along(key, source, before)
+            if carried is None:
                 return temporal.enlarged(before, key.restored.shape[0])
-            crop, self.keys[track_id] = followed
-            return crop
-        every = self.options.restore_every if self.stabilize else 1
-        carried = temporal.carry(key, source, before, every)
+        else:
+            every = self.options.restore_every if self.stabilize else 1
+            carried = temporal.carry(key, source, before, every)
         if carried is not None:
             crop, self.keys[track_id] = carried
             return crop
